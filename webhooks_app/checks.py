@@ -1,0 +1,494 @@
+"""System checks for ``settings.WEBHOOKS`` and the django-q2 settings it relies on.
+
+Every message names the setting and the rule it broke; IDs are stable (README, "System
+checks"). Errors stop ``runserver``/``migrate``; warnings are printed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.validators import URLValidator
+from django.utils.module_loading import import_string
+
+from webhooks_app import registry
+from webhooks_app.conf import DEFAULTS, app_settings
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+ENDPOINT_KEYS = frozenset(
+    {
+        "name",
+        "url",
+        "events",
+        "models",
+        "secret",
+        "headers",
+        "timeout",
+        "retries",
+        "method",
+        "signature_header",
+        "signature_prefix",
+        "active",
+    }
+)
+METHODS = ("POST", "PUT", "PATCH")
+MAX_TIMEOUT = 60.0
+MAX_RETRIES = 50
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "transfer-encoding",
+    }
+)
+
+_validate_url = URLValidator(schemes=["http", "https"])
+
+
+def _error(number: int, message: str, hint: str | None = None) -> Error:
+    return Error(message, hint=hint, id=f"webhooks_app.E{number:03d}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    user_settings = app_settings.user_settings
+    if user_settings is None:
+        return []
+    if not isinstance(user_settings, dict):
+        return [
+            _error(
+                1,
+                f"WEBHOOKS must be a dict, not {type(user_settings).__name__}.",
+                'Write WEBHOOKS = {"MODELS": {...}, ...} in your settings.',
+            )
+        ]
+    errors: list[CheckMessage] = []
+    unknown = sorted(set(user_settings) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            _error(
+                2,
+                f"WEBHOOKS has unknown key(s): {', '.join(map(str, unknown))}.",
+                f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
+            )
+        )
+    for check in _SETTING_CHECKS:
+        errors.extend(check())
+    return errors
+
+
+def _check_models() -> list[CheckMessage]:
+    configured = app_settings.MODELS
+    if not isinstance(configured, dict):
+        return [
+            _error(
+                3,
+                "WEBHOOKS['MODELS'] must be a dict of model labels to options, or a list of labels.",
+                'For example {"blog.BlogPost": {"name": "blogPost"}}.',
+            )
+        ]
+    errors: list[CheckMessage] = []
+    names: dict[str, str] = {}
+    for label, options in configured.items():
+        where = f"WEBHOOKS['MODELS'][{label!r}]"
+        model = registry.resolve_model(label) if isinstance(label, str) else None
+        if model is None:
+            errors.append(
+                _error(
+                    3,
+                    f"{where}: {label!r} is not an installed model.",
+                    'Use "app_label.ModelName" of a model in INSTALLED_APPS.',
+                )
+            )
+            continue
+        if not isinstance(options, dict):
+            errors.append(_error(4, f"{where} must be a dict of options."))
+            continue
+        unknown = sorted(set(options) - registry.MODEL_OPTIONS)
+        if unknown:
+            errors.append(
+                _error(
+                    4,
+                    f"{where} has unknown option(s): {', '.join(map(str, unknown))}.",
+                    f"Valid options: {', '.join(sorted(registry.MODEL_OPTIONS))}.",
+                )
+            )
+        field_names = {f.name for f in model._meta.concrete_fields}
+        if "fields" in options and "exclude" in options:
+            errors.append(_error(4, f"{where}: give 'fields' or 'exclude', not both."))
+        for key in ("fields", "exclude"):
+            if key not in options:
+                continue
+            value = options[key]
+            if not _is_string_list(value):
+                errors.append(_error(4, f"{where}['{key}'] must be a list of field names."))
+                continue
+            missing = [name for name in value if name not in field_names]
+            if missing:
+                errors.append(
+                    _error(
+                        4,
+                        f"{where}['{key}'] names unknown field(s): {', '.join(missing)}.",
+                        f"Fields of {label}: {', '.join(sorted(field_names))}.",
+                    )
+                )
+        name = options.get("name", registry.default_model_name(model))
+        if not isinstance(name, str) or not name:
+            errors.append(_error(4, f"{where}['name'] must be a non-empty string."))
+        elif name in names:
+            errors.append(
+                _error(
+                    4,
+                    f"{where}['name'] {name!r} is already the name of {names[name]}.",
+                    "Each watched model needs its own payload name.",
+                )
+            )
+        else:
+            names[name] = label
+        serializer = options.get("serializer")
+        if serializer is not None:
+            errors.extend(_check_import(5, f"{where}['serializer']", serializer))
+        status_field = options.get("status_field")
+        if status_field is not None:
+            try:
+                model._meta.get_field(status_field)
+            except (FieldDoesNotExist, TypeError):
+                errors.append(
+                    _error(6, f"{where}['status_field'] {status_field!r} is not a field of {label}.")
+                )
+            if "published_value" not in options:
+                errors.append(
+                    _error(
+                        6,
+                        f"{where} has 'status_field' but no 'published_value'.",
+                        "Give the value that means published, e.g. \"published\".",
+                    )
+                )
+        elif "published_value" in options:
+            errors.append(_error(6, f"{where} has 'published_value' but no 'status_field'."))
+    return errors
+
+
+def _check_import(number: int, where: str, path: Any) -> list[CheckMessage]:
+    if not isinstance(path, str):
+        return [_error(number, f"{where} must be a dotted import path string.")]
+    try:
+        target = import_string(path)
+    except ImportError as exc:
+        return [_error(number, f"{where}: cannot import {path!r} ({exc}).")]
+    if not callable(target):
+        return [_error(number, f"{where}: {path!r} is not callable.")]
+    return []
+
+
+def check_headers(where: str, headers: Any, number: int = 7) -> list[CheckMessage]:
+    """Custom headers: a dict of valid names to single-line values that cannot replace ours."""
+    if not isinstance(headers, dict):
+        return [_error(number, f"{where} must be a dict of header names to values.")]
+    errors: list[CheckMessage] = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
+            errors.append(_error(number, f"{where}: {name!r} is not a valid header name."))
+        elif name.lower() in RESERVED_HEADERS:
+            errors.append(
+                _error(
+                    number,
+                    f"{where}: {name!r} cannot be set; django-webhooks sends it itself.",
+                )
+            )
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            errors.append(
+                _error(number, f"{where}[{name!r}] must be a string without CR or LF characters.")
+            )
+    return errors
+
+
+def _check_timeout(number: int, where: str, value: Any) -> list[CheckMessage]:
+    if not _is_number(value) or not 0 < value <= MAX_TIMEOUT:
+        hint = "Seconds, not milliseconds: 5 means five seconds."
+        return [_error(number, f"{where} must be a number of seconds > 0 and <= 60.", hint)]
+    return []
+
+
+def _check_retries(number: int, where: str, value: Any) -> list[CheckMessage]:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RETRIES:
+        return [_error(number, f"{where} must be a whole number from 0 to {MAX_RETRIES}.")]
+    return []
+
+
+def _check_endpoints() -> list[CheckMessage]:
+    endpoints = app_settings.ENDPOINTS
+    if not isinstance(endpoints, (list, tuple)):
+        return [_error(7, "WEBHOOKS['ENDPOINTS'] must be a list of dicts.")]
+    errors: list[CheckMessage] = []
+    known_events = set(registry.event_catalogue())
+    model_names = registry.watched_model_names()
+    seen: set[str] = set()
+    for index, endpoint in enumerate(endpoints):
+        where = f"WEBHOOKS['ENDPOINTS'][{index}]"
+        if not isinstance(endpoint, dict):
+            errors.append(_error(7, f"{where} must be a dict."))
+            continue
+        unknown = sorted(set(endpoint) - ENDPOINT_KEYS)
+        if unknown:
+            errors.append(
+                _error(
+                    7,
+                    f"{where} has unknown key(s): {', '.join(map(str, unknown))}.",
+                    f"Valid keys: {', '.join(sorted(ENDPOINT_KEYS))}.",
+                )
+            )
+        url = endpoint.get("url")
+        try:
+            _validate_url(url)
+        except (ValidationError, TypeError):
+            errors.append(_error(7, f"{where}['url'] must be an absolute http(s) URL, got {url!r}."))
+        key = str(endpoint.get("name") or url)
+        if key in seen:
+            errors.append(
+                _error(7, f"{where} duplicates endpoint {key!r}.", "Give each a distinct 'name'.")
+            )
+        seen.add(key)
+        for list_key in ("events", "models"):
+            if list_key in endpoint and not _is_string_list(endpoint[list_key]):
+                errors.append(_error(7, f"{where}['{list_key}'] must be a list of strings."))
+        for pattern in endpoint.get("events") or []:
+            if isinstance(pattern, str) and not registry.is_valid_pattern(pattern, known_events):
+                errors.append(
+                    _error(
+                        7,
+                        f"{where}['events']: {pattern!r} is not a known event name or wildcard.",
+                        f"Known events: {', '.join(sorted(known_events))}; wildcards: *, user.*.",
+                    )
+                )
+        for model_name in endpoint.get("models") or []:
+            if isinstance(model_name, str) and model_name not in model_names | {"user"}:
+                errors.append(
+                    _error(
+                        7,
+                        f"{where}['models']: {model_name!r} is not the name of a watched model.",
+                        f"Watched model names: {', '.join(sorted(model_names)) or '(none)'}.",
+                    )
+                )
+        if "headers" in endpoint:
+            errors.extend(check_headers(f"{where}['headers']", endpoint["headers"]))
+        if "method" in endpoint and str(endpoint["method"]).upper() not in METHODS:
+            errors.append(_error(7, f"{where}['method'] must be one of {', '.join(METHODS)}."))
+        if endpoint.get("timeout") is not None:
+            errors.extend(_check_timeout(7, f"{where}['timeout']", endpoint["timeout"]))
+        if endpoint.get("retries") is not None:
+            errors.extend(_check_retries(7, f"{where}['retries']", endpoint["retries"]))
+        if "secret" in endpoint and not (
+            isinstance(endpoint["secret"], str) and endpoint["secret"]
+        ):
+            errors.append(_error(7, f"{where}['secret'] must be a non-empty string."))
+        if endpoint.get("signature_header") is not None:
+            errors.extend(
+                _check_signature_header(7, f"{where}['signature_header']", endpoint["signature_header"])
+            )
+        if endpoint.get("signature_prefix") is not None:
+            errors.extend(
+                _check_prefix(7, f"{where}['signature_prefix']", endpoint["signature_prefix"])
+            )
+    return errors
+
+
+def _check_signature_header(number: int, where: str, value: Any) -> list[CheckMessage]:
+    if not isinstance(value, str) or not HEADER_NAME.match(value):
+        return [_error(number, f"{where} must be a valid HTTP header name, got {value!r}.")]
+    if value.lower() in RESERVED_HEADERS:
+        return [_error(number, f"{where} {value!r} is a header django-webhooks sends itself.")]
+    return []
+
+
+def _check_prefix(number: int, where: str, value: Any) -> list[CheckMessage]:
+    if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 32:
+        return [_error(number, f"{where} must be a string of at most 32 characters, no CR/LF.")]
+    return []
+
+
+def _check_events() -> list[CheckMessage]:
+    events = app_settings.EVENTS
+    if not isinstance(events, dict):
+        return [_error(19, "WEBHOOKS['EVENTS'] must be a dict of event names to descriptions.")]
+    errors: list[CheckMessage] = []
+    builtin = set(registry.MODEL_EVENTS + registry.STATUS_EVENTS + registry.USER_EVENT_NAMES)
+    for name in events:
+        if not isinstance(name, str) or not registry.EVENT_NAME_PATTERN.match(name):
+            errors.append(
+                _error(
+                    19,
+                    f"WEBHOOKS['EVENTS']: {name!r} is not a valid event name.",
+                    "Use letters, digits and _ in dot-separated parts, e.g. backup.complete.",
+                )
+            )
+        elif name in builtin or name == registry.TEST_EVENT:
+            errors.append(_error(19, f"WEBHOOKS['EVENTS']: {name!r} is a built-in event name."))
+    return errors
+
+
+def _check_user_events() -> list[CheckMessage]:
+    value = app_settings.USER_EVENTS
+    if not _is_string_list(value) or set(value) - set(registry.USER_EVENT_NAMES):
+        return [
+            _error(
+                20,
+                "WEBHOOKS['USER_EVENTS'] must be a list drawn from "
+                f"{', '.join(registry.USER_EVENT_NAMES)}.",
+            )
+        ]
+    return []
+
+
+def _check_user_serializer() -> list[CheckMessage]:
+    value = app_settings.USER_SERIALIZER
+    return [] if value is None else _check_import(21, "WEBHOOKS['USER_SERIALIZER']", value)
+
+
+def _check_retry_schedule() -> list[CheckMessage]:
+    schedule = app_settings.RETRY_SCHEDULE
+    where = "WEBHOOKS['RETRY_SCHEDULE']"
+    hint = 'A list of seconds such as [30, 300, 1800], or {"initial": 60, "factor": 2, "max": 1800}.'
+    if isinstance(schedule, dict):
+        unknown = set(schedule) - {"initial", "factor", "max"}
+        valid = (
+            not unknown
+            and _is_number(schedule.get("initial"))
+            and schedule["initial"] >= 0
+            and _is_number(schedule.get("factor", 2))
+            and schedule.get("factor", 2) >= 1
+            and _is_number(schedule.get("max", 0))
+            and schedule.get("max", 0) >= 0
+        )
+        if not valid:
+            return [_error(10, f"{where} has invalid keys or values: {schedule!r}.", hint)]
+        return []
+    if (
+        isinstance(schedule, (list, tuple))
+        and schedule
+        and all(_is_number(delay) and delay >= 0 for delay in schedule)
+    ):
+        return []
+    return [_error(10, f"{where} must be a non-empty list of seconds >= 0, or a dict.", hint)]
+
+
+def _check_scalars() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    errors += _check_timeout(8, "WEBHOOKS['TIMEOUT']", app_settings.TIMEOUT)
+    errors += _check_retries(9, "WEBHOOKS['RETRIES']", app_settings.RETRIES)
+    jitter = app_settings.RETRY_JITTER
+    if not _is_number(jitter) or not 0 <= jitter < 1:
+        errors.append(_error(11, "WEBHOOKS['RETRY_JITTER'] must be a fraction from 0 to below 1."))
+    errors += _check_signature_header(12, "WEBHOOKS['SIGNATURE_HEADER']", app_settings.SIGNATURE_HEADER)
+    errors += _check_prefix(13, "WEBHOOKS['SIGNATURE_PREFIX']", app_settings.SIGNATURE_PREFIX)
+    limit = app_settings.RESPONSE_BODY_LIMIT
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 1_048_576:
+        errors.append(
+            _error(14, "WEBHOOKS['RESPONSE_BODY_LIMIT'] must be a number of bytes from 0 to 1 MiB.")
+        )
+    queue = app_settings.QUEUE
+    if queue is not None and not (isinstance(queue, str) and queue):
+        errors.append(
+            _error(15, "WEBHOOKS['QUEUE'] must be None or the name of a django-q2 cluster.")
+        )
+    batch = app_settings.BATCH_SIZE
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1000:
+        errors.append(_error(16, "WEBHOOKS['BATCH_SIZE'] must be a whole number from 1 to 1000."))
+    lease = app_settings.LEASE_SECONDS
+    timeout = app_settings.TIMEOUT
+    if not _is_number(lease) or lease < 10:
+        errors.append(_error(17, "WEBHOOKS['LEASE_SECONDS'] must be a number of seconds >= 10."))
+    elif _is_number(timeout) and lease < 2 * timeout:
+        errors.append(
+            _error(
+                17,
+                "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT'].",
+                "A lease shorter than a request lets a second worker send the same delivery.",
+            )
+        )
+    interval = app_settings.DISPATCH_INTERVAL
+    if not _is_number(interval) or not 0.1 <= interval <= 10:
+        errors.append(
+            _error(18, "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds.")
+        )
+    run_seconds = app_settings.DISPATCHER_RUN_SECONDS
+    if not _is_number(run_seconds) or not 5 <= run_seconds <= 300:
+        errors.append(
+            _error(18, "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be from 5 to 300 seconds.")
+        )
+    retry_after_max = app_settings.RETRY_AFTER_MAX
+    if not _is_number(retry_after_max) or retry_after_max < 1:
+        errors.append(_error(22, "WEBHOOKS['RETRY_AFTER_MAX'] must be a number of seconds >= 1."))
+    return errors
+
+
+_SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
+    _check_models,
+    _check_events,
+    _check_user_events,
+    _check_user_serializer,
+    _check_endpoints,
+    _check_retry_schedule,
+    _check_scalars,
+]
+
+
+def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """django-q2 settings that would make the dispatcher run twice or be killed mid-run."""
+    messages: list[CheckMessage] = []
+    if "django_q" not in settings.INSTALLED_APPS:
+        messages.append(
+            _error(23, "django_q is not in INSTALLED_APPS.", "Add 'django_q' to INSTALLED_APPS.")
+        )
+        return messages
+    middleware = getattr(settings, "MIDDLEWARE", [])
+    if "webhooks_app.middleware.WebhookActorMiddleware" not in middleware:
+        messages.append(
+            Warning(
+                "WebhookActorMiddleware is not in MIDDLEWARE: the payload's 'user' will be "
+                "null for changes made in requests.",
+                hint="Add 'webhooks_app.middleware.WebhookActorMiddleware' after "
+                "AuthenticationMiddleware.",
+                id="webhooks_app.W001",
+            )
+        )
+    cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    timeout = cluster.get("timeout")
+    retry = cluster.get("retry", 60)
+    run_seconds = app_settings.DISPATCHER_RUN_SECONDS
+    if _is_number(timeout) and _is_number(run_seconds) and timeout <= run_seconds + 5:
+        messages.append(
+            Warning(
+                f"Q_CLUSTER['timeout'] ({timeout}s) does not leave room for the webhook "
+                f"dispatcher's run of {run_seconds}s.",
+                hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['DISPATCHER_RUN_SECONDS'].",
+                id="webhooks_app.W002",
+            )
+        )
+    if _is_number(retry) and _is_number(timeout) and retry <= timeout:
+        messages.append(
+            Warning(
+                f"Q_CLUSTER['retry'] ({retry}s) is not longer than its timeout ({timeout}s): "
+                "django-q2 would hand a running task to a second worker.",
+                hint="Set retry well above timeout (see the README's django-q2 section).",
+                id="webhooks_app.W003",
+            )
+        )
+    return messages

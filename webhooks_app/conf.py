@@ -1,0 +1,147 @@
+"""Settings, read from ``settings.WEBHOOKS`` at access time.
+
+Every property reads the host's settings when it is accessed, never at import, so
+``override_settings(WEBHOOKS=...)`` works in tests and a bad value is reported by a system
+check (``checks.py``) instead of crashing the import. Properties return the raw value with its
+default applied; ``checks.py`` decides whether the value is valid, and code that runs after the
+checks passed may rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "ENABLED": True,
+    "MODELS": {},
+    "ENDPOINTS": [],
+    "EVENTS": {},
+    "USER_EVENTS": [],
+    "USER_SERIALIZER": None,
+    "TIMEOUT": 5.0,
+    "RETRIES": 3,
+    "RETRY_SCHEDULE": {"initial": 60, "factor": 5, "max": 21600},
+    "RETRY_JITTER": 0.2,
+    "RETRY_AFTER_MAX": 3600,
+    "SIGNATURE_HEADER": "X-Webhook-Signature",
+    "SIGNATURE_PREFIX": "",
+    "RESPONSE_BODY_LIMIT": 16384,
+    "DEBUG": False,
+    "QUEUE": None,
+    "BATCH_SIZE": 50,
+    "LEASE_SECONDS": 45,
+    "DISPATCH_INTERVAL": 1.0,
+    "DISPATCHER_RUN_SECONDS": 25,
+}
+
+# Field names that never go into a payload unless a model's "fields" names them explicitly:
+# a User-like model must not leak its password hash because nobody thought to exclude it.
+SENSITIVE_FIELD_MARKERS = ("password", "secret", "token", "api_key", "apikey", "private_key")
+
+
+class WebhooksSettings:
+    """Typed access to ``settings.WEBHOOKS`` with defaults; see the README's settings table."""
+
+    def _get(self, name: str) -> Any:
+        user_settings = getattr(settings, "WEBHOOKS", None) or {}
+        if not isinstance(user_settings, dict):
+            user_settings = {}
+        return user_settings.get(name, DEFAULTS[name])
+
+    @property
+    def user_settings(self) -> Any:
+        return getattr(settings, "WEBHOOKS", None)
+
+    @property
+    def ENABLED(self) -> bool:
+        return bool(self._get("ENABLED"))
+
+    @property
+    def MODELS(self) -> Any:
+        """``{"app_label.Model": {options}}``; a list of labels is accepted as a shorthand."""
+        models = self._get("MODELS")
+        if isinstance(models, (list, tuple)):
+            return {label: {} for label in models}
+        return models
+
+    @property
+    def ENDPOINTS(self) -> Any:
+        return self._get("ENDPOINTS")
+
+    @property
+    def EVENTS(self) -> Any:
+        """Custom event names this site emits, ``{"name": "description"}``."""
+        events = self._get("EVENTS")
+        if isinstance(events, (list, tuple)):
+            return {name: "" for name in events}
+        return events
+
+    @property
+    def USER_EVENTS(self) -> Any:
+        return self._get("USER_EVENTS")
+
+    @property
+    def USER_SERIALIZER(self) -> Any:
+        return self._get("USER_SERIALIZER")
+
+    @property
+    def TIMEOUT(self) -> Any:
+        return self._get("TIMEOUT")
+
+    @property
+    def RETRIES(self) -> Any:
+        return self._get("RETRIES")
+
+    @property
+    def RETRY_SCHEDULE(self) -> Any:
+        return self._get("RETRY_SCHEDULE")
+
+    @property
+    def RETRY_JITTER(self) -> Any:
+        return self._get("RETRY_JITTER")
+
+    @property
+    def RETRY_AFTER_MAX(self) -> Any:
+        return self._get("RETRY_AFTER_MAX")
+
+    @property
+    def SIGNATURE_HEADER(self) -> Any:
+        return self._get("SIGNATURE_HEADER")
+
+    @property
+    def SIGNATURE_PREFIX(self) -> Any:
+        return self._get("SIGNATURE_PREFIX")
+
+    @property
+    def RESPONSE_BODY_LIMIT(self) -> Any:
+        return self._get("RESPONSE_BODY_LIMIT")
+
+    @property
+    def DEBUG(self) -> bool:
+        return bool(self._get("DEBUG"))
+
+    @property
+    def QUEUE(self) -> Any:
+        """The django-q2 cluster name our tasks go to; ``None`` is the default cluster."""
+        return self._get("QUEUE")
+
+    @property
+    def BATCH_SIZE(self) -> Any:
+        return self._get("BATCH_SIZE")
+
+    @property
+    def LEASE_SECONDS(self) -> Any:
+        return self._get("LEASE_SECONDS")
+
+    @property
+    def DISPATCH_INTERVAL(self) -> Any:
+        return self._get("DISPATCH_INTERVAL")
+
+    @property
+    def DISPATCHER_RUN_SECONDS(self) -> Any:
+        return self._get("DISPATCHER_RUN_SECONDS")
+
+
+app_settings = WebhooksSettings()

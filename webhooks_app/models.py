@@ -1,0 +1,267 @@
+"""Webhook endpoints, the events they receive, and the log of every delivery attempt.
+
+The Delivery row is the source of truth for delivery: its status, attempt count, when it is due
+next and who holds it right now (``lease_token``). Queue messages only say
+"look at these rows"; a message that is lost is found again from these columns.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from webhooks_app import signing
+from webhooks_app.conf import app_settings
+from webhooks_app.ids import new_event_id
+
+
+class HttpMethod(models.TextChoices):
+    POST = "POST", "POST"
+    PUT = "PUT", "PUT"
+    PATCH = "PATCH", "PATCH"
+
+
+class WebhookQuerySet(models.QuerySet["Webhook"]):
+    def active(self) -> WebhookQuerySet:
+        return self.filter(is_active=True)
+
+
+class Webhook(models.Model):
+    """An endpoint that receives the events it subscribed to."""
+
+    name = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=255, default=signing.generate_secret)
+    # During a rotation the previous secret keeps signing alongside the new one until it expires.
+    previous_secret = models.CharField(max_length=255, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    events = models.JSONField(
+        default=list, blank=True, help_text="Event names or wildcards (user.*, *); empty = all."
+    )
+    headers = models.JSONField(default=dict, blank=True)
+    method = models.CharField(max_length=8, choices=HttpMethod.choices, default=HttpMethod.POST)
+    # null = the site-wide default from settings.WEBHOOKS, so changing the default applies to
+    # every webhook that did not choose its own value.
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds; empty = default.")
+    retries = models.PositiveSmallIntegerField(null=True, blank=True)
+    signature_header = models.CharField(max_length=100, blank=True)
+    # null means "use SIGNATURE_PREFIX"; "" is a real choice (no prefix), so the two must differ.
+    signature_prefix = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    is_active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="webhooks",
+    )
+    managed_by_settings = models.BooleanField(default=False, editable=False)
+    settings_key = models.CharField(max_length=2000, blank=True, editable=False)
+    settings_declaration = models.JSONField(default=dict, blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    last_delivery_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_delivery_status = models.CharField(max_length=20, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Declared last: from here on, "models" in this class body is this field, not the module.
+    models = models.JSONField(
+        default=list, blank=True, help_text="Payload model names; empty = all."
+    )
+
+    objects = WebhookQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["is_active"], name="webhooks_active_idx"),
+            models.Index(fields=["owner", "-created_at"], name="webhooks_owner_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["settings_key"],
+                condition=Q(managed_by_settings=True),
+                name="webhooks_unique_settings_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.url
+
+    @property
+    def effective_timeout(self) -> float:
+        return float(self.timeout if self.timeout is not None else app_settings.TIMEOUT)
+
+    @property
+    def effective_retries(self) -> int:
+        return int(self.retries if self.retries is not None else app_settings.RETRIES)
+
+    @property
+    def effective_signature_header(self) -> str:
+        return str(self.signature_header or app_settings.SIGNATURE_HEADER)
+
+    @property
+    def effective_signature_prefix(self) -> str:
+        if self.signature_prefix is not None:
+            return self.signature_prefix
+        return str(app_settings.SIGNATURE_PREFIX)
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """The secrets that sign a request now: the current one, then one being rotated out."""
+        now = now or timezone.now()
+        secrets = [self.secret]
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and expires > now:
+            secrets.append(self.previous_secret)
+        return secrets
+
+
+class Event(models.Model):
+    """Something that happened, with the exact JSON body every subscriber receives."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
+    name = models.CharField(max_length=200)
+    model = models.CharField(max_length=200, blank=True)
+    object_id = models.CharField(max_length=255, blank=True)
+    # The bytes we sign and send, stored once so every retry sends the same bytes.
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="webhooks_event_created_idx"),
+            models.Index(fields=["name", "-created_at"], name="webhooks_event_name_idx"),
+            models.Index(fields=["model", "object_id"], name="webhooks_event_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        subject = f" {self.model}:{self.object_id}" if self.model else ""
+        return f"{self.name}{subject} ({self.id})"
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.body)
+        return loaded
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class Trigger(models.TextChoices):
+    AUTOMATIC = "automatic", "Automatic"
+    MANUAL = "manual", "Manual"
+    TEST = "test", "Test"
+
+
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
+    def due(self, now: datetime) -> DeliveryQuerySet:
+        """Pending rows whose time has come, or whose holder's lease ran out."""
+        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+
+    def failed(self) -> DeliveryQuerySet:
+        return self.filter(status=DeliveryStatus.FAILED)
+
+
+class Delivery(models.Model):
+    """One event on its way to one webhook."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(
+        max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_trigger = models.CharField(
+        max_length=20, choices=Trigger.choices, default=Trigger.AUTOMATIC
+    )
+    # While lease_token is set, whoever holds that token may attempt the row, and
+    # next_attempt_at is when the lease runs out: a pending row is due (for a first attempt, a
+    # retry, or because its holder vanished) exactly when next_attempt_at has passed, so one
+    # index serves the dispatcher. Both are cleared when the row is at rest.
+    lease_token = models.CharField(max_length=32, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due_idx"),
+            models.Index(fields=["webhook", "-created_at"], name="webhooks_delivery_hook_idx"),
+            models.Index(fields=["status", "-created_at"], name="webhooks_delivery_status_idx"),
+            models.Index(fields=["-created_at"], name="webhooks_delivery_created_idx"),
+            models.Index(fields=["last_status_code"], name="webhooks_delivery_code_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} -> webhook {self.webhook_id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request and what came back, as an operator needs to see it."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        RETRYING = "retrying", "Will retry"
+        FAILED = "failed", "Failed"
+        DISABLED = "disabled", "Webhook disabled"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    request_method = models.CharField(max_length=8)
+    request_url = models.CharField(max_length=2000)
+    request_headers = models.JSONField(default=dict)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True)
+    error_class = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        indexes = [
+            models.Index(fields=["delivery", "number"], name="webhooks_attempt_idx"),
+            models.Index(fields=["-started_at"], name="webhooks_attempt_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        result = self.response_status or self.error_class or self.outcome
+        return f"attempt {self.number} of delivery {self.delivery_id}: {result}"
+
+
+class Lease(models.Model):
+    """A named lease held by one process at a time (the dispatcher loop)."""
+
+    name = models.CharField(primary_key=True, max_length=100)
+    owner = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.owner} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def remaining(self) -> timedelta:
+        return self.expires_at - timezone.now()

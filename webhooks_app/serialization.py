@@ -1,0 +1,171 @@
+"""Model instances to payload data, and payloads to the exact bytes we send.
+
+The body is compact JSON that is byte-for-byte what JavaScript's
+``JSON.stringify(JSON.parse(body))`` gives back, because many receivers verify the signature
+over that re-serialisation instead of the raw bytes. Python's ``json`` differs from JavaScript
+only in numbers, so numbers are written here the way JavaScript writes them:
+
+* integral floats lose their ``.0`` (JavaScript has no such distinction);
+* other floats use JavaScript's shortest round-trip form (``1e+21``, ``5e-7``, ``0.00005``);
+* NaN and infinities become ``null`` (JSON cannot carry them; JavaScript does the same);
+* integers beyond ±(2**53 - 1) become strings, because JavaScript would round them.
+
+Values JSON lacks are encoded predictably: Decimal and UUID as strings, datetimes as ISO 8601
+(UTC with ``Z`` when aware), dates and times as ISO 8601, durations as ISO 8601 durations,
+files as their stored name (``null`` when empty), bytes as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import enum
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.db import models
+from django.db.models.fields.files import FieldFile
+from django.utils.duration import duration_iso_string
+from django.utils.functional import Promise
+from django.utils.module_loading import import_string
+
+MAX_SAFE_INTEGER = 2**53 - 1
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+class UnserializableValue(TypeError):
+    """A value in a payload has a type we do not know how to encode."""
+
+
+def encode_value(value: Any) -> Any:
+    """Turn one value into plain JSON types (dict, list, str, int, float, bool, None)."""
+    if value is None or isinstance(value, (bool, str, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): encode_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [encode_value(item) for item in items]
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            text = value.astimezone(datetime.UTC).isoformat()
+            return text.removesuffix("+00:00") + "Z"
+        return value.isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return duration_iso_string(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return encode_value(value.value)
+    if isinstance(value, FieldFile):
+        return value.name or None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, Promise):
+        return str(value)
+    if isinstance(value, models.Model):
+        return encode_value(value.pk)
+    raise UnserializableValue(f"cannot encode {type(value).__name__} in a webhook payload")
+
+
+def js_number(value: float) -> str:
+    """A float written as JavaScript's ``Number.prototype.toString`` writes it."""
+    if math.isnan(value) or math.isinf(value):
+        return "null"
+    if value == 0:
+        return "0"
+    # repr gives the shortest digits that round-trip, as ECMAScript requires; only the layout
+    # (where the point goes, when to switch to an exponent) differs, so re-lay those digits.
+    significand, _, exponent_text = repr(abs(value)).partition("e")
+    whole, _, fraction = significand.partition(".")
+    digits = whole + fraction
+    point = len(whole) + int(exponent_text or 0)  # ECMAScript's n
+    leading_zeros = len(digits) - len(digits.lstrip("0"))
+    digits = digits[leading_zeros:].rstrip("0")
+    point -= leading_zeros
+    count = len(digits)  # ECMAScript's k
+    sign = "-" if value < 0 else ""
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    exponent = point - 1
+    head = digits[0] + ("." + digits[1:] if count > 1 else "")
+    return f"{sign}{head}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_string(value))
+    elif isinstance(value, int):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            out.append(str(value))
+        else:
+            out.append(_encode_string(str(value)))
+    elif isinstance(value, float):
+        out.append(js_number(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_string(str(key)))
+            out.append(":")
+            _write(item, out)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        _write(encode_value(value), out)
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON that survives a JavaScript parse/stringify round trip unchanged."""
+    out: list[str] = []
+    _write(encode_value(payload), out)
+    return "".join(out)
+
+
+def instance_data(instance: models.Model, field_names: list[str]) -> dict[str, Any]:
+    """The named concrete fields of an instance; a foreign key as the related primary key."""
+    data: dict[str, Any] = {}
+    for name in field_names:
+        model_field = instance._meta.get_field(name)
+        attname = getattr(model_field, "attname", name)
+        data[name] = encode_value(getattr(instance, attname))
+    return data
+
+
+def run_serializer(path: str, instance: models.Model) -> dict[str, Any]:
+    """Data from a configured serializer: a callable, or a DRF serializer class."""
+    serializer = import_string(path)
+    if isinstance(serializer, type) and hasattr(serializer, "data"):
+        result = serializer(instance).data
+    else:
+        result = serializer(instance)
+    encoded = encode_value(dict(result))
+    assert isinstance(encoded, dict)
+    return encoded

@@ -1,0 +1,172 @@
+"""Receivers for the configured models, turning saves and deletes into ``events.emit``.
+
+Receivers are connected per model (``sender=``), never globally, and reconnected when the
+``WEBHOOKS`` setting changes (tests use ``override_settings``). Fixture loads (``raw``) emit
+nothing. The previous state of an update is read from the database just before the save, so
+it is what was stored, however the instance in hand was obtained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in
+from django.core.signals import setting_changed
+from django.db import models
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from webhooks_app import registry
+from webhooks_app.conf import app_settings
+from webhooks_app.serialization import instance_data, run_serializer
+
+_PREVIOUS = "_webhooks_previous_state"
+_connected: list[tuple[Any, Any, str]] = []
+
+
+def serialize(watched: registry.WatchedModel, instance: models.Model) -> dict[str, Any]:
+    if watched.serializer:
+        return run_serializer(watched.serializer, instance)
+    return instance_data(instance, watched.data_field_names())
+
+
+def _watched(sender: type[models.Model]) -> registry.WatchedModel | None:
+    return registry.watched_models().get(sender)
+
+
+def _is_published(watched: registry.WatchedModel, instance: models.Model | None) -> bool:
+    if instance is None or watched.status_field is None:
+        return False
+    return bool(getattr(instance, watched.status_field, None) == watched.published_value)
+
+
+def before_save(sender: type[models.Model], instance: models.Model, raw: bool, **kwargs: Any) -> None:
+    watched = _watched(sender)
+    if raw or watched is None or not app_settings.ENABLED or instance.pk is None:
+        return
+    using = kwargs.get("using")
+    stored = sender._base_manager.using(using).filter(pk=instance.pk).first()
+    if stored is not None:
+        setattr(instance, _PREVIOUS, (serialize(watched, stored), _is_published(watched, stored)))
+
+
+def after_save(
+    sender: type[models.Model], instance: models.Model, created: bool, raw: bool, **kwargs: Any
+) -> None:
+    watched = _watched(sender)
+    if raw or watched is None or not app_settings.ENABLED:
+        return
+    from webhooks_app.events import emit
+
+    using = kwargs.get("using")
+    data = serialize(watched, instance)
+    previous_state = instance.__dict__.pop(_PREVIOUS, None)
+    common = {"data": data, "model": watched.name, "object_id": instance.pk, "using": using}
+    if created or previous_state is None:
+        emit("create", **common)
+        if _is_published(watched, instance):
+            emit("publish", **common)
+        return
+    previous, was_published = previous_state
+    changed = [name for name in data if previous.get(name) != data.get(name)]
+    changed += [name for name in previous if name not in data]
+    if changed:
+        emit("update", previous=previous, changed_fields=changed, **common)
+    is_published = _is_published(watched, instance)
+    if is_published and not was_published:
+        emit("publish", previous=previous, changed_fields=changed, **common)
+    elif was_published and not is_published:
+        emit("unpublish", previous=previous, changed_fields=changed, **common)
+
+
+def after_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    watched = _watched(sender)
+    if watched is None or not app_settings.ENABLED:
+        return
+    from webhooks_app.events import emit
+
+    last_state = serialize(watched, instance)
+    emit(
+        "delete",
+        data=last_state,
+        previous=last_state,
+        model=watched.name,
+        object_id=instance.pk,
+        using=kwargs.get("using"),
+    )
+
+
+# --- built-in user events (opt-in through WEBHOOKS["USER_EVENTS"]) -------------------------
+
+
+def _user_events() -> set[str]:
+    configured = app_settings.USER_EVENTS
+    return set(configured) if isinstance(configured, (list, tuple)) else set()
+
+
+def user_created(
+    sender: type[models.Model], instance: models.Model, created: bool, raw: bool, **kwargs: Any
+) -> None:
+    if raw or not created or "user.create" not in _user_events() or not app_settings.ENABLED:
+        return
+    from webhooks_app.actor import user_data
+    from webhooks_app.events import emit
+
+    emit(
+        "user.create",
+        data=user_data(instance),
+        model="user",
+        object_id=instance.pk,
+        using=kwargs.get("using"),
+    )
+
+
+def user_logged_in_handler(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if "user.login" not in _user_events() or not app_settings.ENABLED:
+        return
+    from webhooks_app.actor import user_data
+    from webhooks_app.events import emit
+
+    emit("user.login", data=user_data(user), model="user", object_id=user.pk, user=user)
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def connect() -> None:
+    """Connect receivers for the configured models and the opted-in user events."""
+    disconnect()
+    for model, watched in registry.watched_models().items():
+        uid = f"webhooks_app:{watched.label}"
+        for signal, receiver in (
+            (pre_save, before_save),
+            (post_save, after_save),
+            (post_delete, after_delete),
+        ):
+            signal.connect(receiver, sender=model, weak=False, dispatch_uid=uid)
+            _connected.append((signal, model, uid))
+    if _user_events():
+        user_model = get_user_model()
+        uid = "webhooks_app:user.create"
+        post_save.connect(user_created, sender=user_model, weak=False, dispatch_uid=uid)
+        _connected.append((post_save, user_model, uid))
+        user_logged_in.connect(user_logged_in_handler, dispatch_uid="webhooks_app:user.login")
+        _connected.append((user_logged_in, None, "webhooks_app:user.login"))
+
+
+def disconnect() -> None:
+    while _connected:
+        signal, sender, uid = _connected.pop()
+        signal.disconnect(sender=sender, dispatch_uid=uid)
+
+
+def on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "WEBHOOKS":
+        registry.clear_caches()
+        connect()
+
+
+def wire() -> None:
+    """Called once from ``AppConfig.ready()``."""
+    connect()
+    setting_changed.connect(on_setting_changed, dispatch_uid="webhooks_app:setting_changed")
