@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -80,12 +81,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     errors: list[CheckMessage] = []
-    unknown = sorted(set(user_settings) - set(DEFAULTS))
+    unknown = sorted(str(key) for key in set(user_settings) - set(DEFAULTS))
     if unknown:
         errors.append(
             _error(
                 2,
-                f"WEBHOOKS has unknown key(s): {', '.join(map(str, unknown))}.",
+                f"WEBHOOKS has unknown key(s): {', '.join(unknown)}.",
                 f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
             )
         )
@@ -100,7 +101,7 @@ def _check_models() -> list[CheckMessage]:
         return [
             _error(
                 3,
-                "WEBHOOKS['MODELS'] must be a dict of model labels to options, or a list of labels.",
+                "WEBHOOKS['MODELS'] must be a dict of model labels to options, or a list.",
                 'For example {"blog.BlogPost": {"name": "blogPost"}}.',
             )
         ]
@@ -121,12 +122,12 @@ def _check_models() -> list[CheckMessage]:
         if not isinstance(options, dict):
             errors.append(_error(4, f"{where} must be a dict of options."))
             continue
-        unknown = sorted(set(options) - registry.MODEL_OPTIONS)
+        unknown = sorted(str(key) for key in set(options) - registry.MODEL_OPTIONS)
         if unknown:
             errors.append(
                 _error(
                     4,
-                    f"{where} has unknown option(s): {', '.join(map(str, unknown))}.",
+                    f"{where} has unknown option(s): {', '.join(unknown)}.",
                     f"Valid options: {', '.join(sorted(registry.MODEL_OPTIONS))}.",
                 )
             )
@@ -171,14 +172,16 @@ def _check_models() -> list[CheckMessage]:
                 model._meta.get_field(status_field)
             except (FieldDoesNotExist, TypeError):
                 errors.append(
-                    _error(6, f"{where}['status_field'] {status_field!r} is not a field of {label}.")
+                    _error(
+                        6, f"{where}['status_field'] {status_field!r} is not a field of {label}."
+                    )
                 )
             if "published_value" not in options:
                 errors.append(
                     _error(
                         6,
                         f"{where} has 'status_field' but no 'published_value'.",
-                        "Give the value that means published, e.g. \"published\".",
+                        'Give the value that means published, e.g. "published".',
                     )
                 )
         elif "published_value" in options:
@@ -246,12 +249,12 @@ def _check_endpoints() -> list[CheckMessage]:
         if not isinstance(endpoint, dict):
             errors.append(_error(7, f"{where} must be a dict."))
             continue
-        unknown = sorted(set(endpoint) - ENDPOINT_KEYS)
+        unknown = sorted(str(key) for key in set(endpoint) - ENDPOINT_KEYS)
         if unknown:
             errors.append(
                 _error(
                     7,
-                    f"{where} has unknown key(s): {', '.join(map(str, unknown))}.",
+                    f"{where} has unknown key(s): {', '.join(unknown)}.",
                     f"Valid keys: {', '.join(sorted(ENDPOINT_KEYS))}.",
                 )
             )
@@ -259,7 +262,9 @@ def _check_endpoints() -> list[CheckMessage]:
         try:
             _validate_url(url)
         except (ValidationError, TypeError):
-            errors.append(_error(7, f"{where}['url'] must be an absolute http(s) URL, got {url!r}."))
+            errors.append(
+                _error(7, f"{where}['url'] must be an absolute http(s) URL, got {url!r}.")
+            )
         key = str(endpoint.get("name") or url)
         if key in seen:
             errors.append(
@@ -269,8 +274,9 @@ def _check_endpoints() -> list[CheckMessage]:
         for list_key in ("events", "models"):
             if list_key in endpoint and not _is_string_list(endpoint[list_key]):
                 errors.append(_error(7, f"{where}['{list_key}'] must be a list of strings."))
-        for pattern in endpoint.get("events") or []:
-            if isinstance(pattern, str) and not registry.is_valid_pattern(pattern, known_events):
+        events = endpoint.get("events")
+        for pattern in events if _is_string_list(events) else []:
+            if not registry.is_valid_pattern(pattern, known_events):
                 errors.append(
                     _error(
                         7,
@@ -278,8 +284,9 @@ def _check_endpoints() -> list[CheckMessage]:
                         f"Known events: {', '.join(sorted(known_events))}; wildcards: *, user.*.",
                     )
                 )
-        for model_name in endpoint.get("models") or []:
-            if isinstance(model_name, str) and model_name not in model_names | {"user"}:
+        models = endpoint.get("models")
+        for model_name in models if _is_string_list(models) else []:
+            if model_name not in model_names | {"user"}:
                 errors.append(
                     _error(
                         7,
@@ -301,7 +308,9 @@ def _check_endpoints() -> list[CheckMessage]:
             errors.append(_error(7, f"{where}['secret'] must be a non-empty string."))
         if endpoint.get("signature_header") is not None:
             errors.extend(
-                _check_signature_header(7, f"{where}['signature_header']", endpoint["signature_header"])
+                _check_signature_header(
+                    7, f"{where}['signature_header']", endpoint["signature_header"]
+                )
             )
         if endpoint.get("signature_prefix") is not None:
             errors.extend(
@@ -365,7 +374,9 @@ def _check_user_serializer() -> list[CheckMessage]:
 def _check_retry_schedule() -> list[CheckMessage]:
     schedule = app_settings.RETRY_SCHEDULE
     where = "WEBHOOKS['RETRY_SCHEDULE']"
-    hint = 'A list of seconds such as [30, 300, 1800], or {"initial": 60, "factor": 2, "max": 1800}.'
+    hint = (
+        'A list of seconds such as [30, 300, 1800], or {"initial": 60, "factor": 2, "max": 1800}.'
+    )
     if isinstance(schedule, dict):
         unknown = set(schedule) - {"initial", "factor", "max"}
         valid = (
@@ -396,7 +407,9 @@ def _check_scalars() -> list[CheckMessage]:
     jitter = app_settings.RETRY_JITTER
     if not _is_number(jitter) or not 0 <= jitter < 1:
         errors.append(_error(11, "WEBHOOKS['RETRY_JITTER'] must be a fraction from 0 to below 1."))
-    errors += _check_signature_header(12, "WEBHOOKS['SIGNATURE_HEADER']", app_settings.SIGNATURE_HEADER)
+    errors += _check_signature_header(
+        12, "WEBHOOKS['SIGNATURE_HEADER']", app_settings.SIGNATURE_HEADER
+    )
     errors += _check_prefix(13, "WEBHOOKS['SIGNATURE_PREFIX']", app_settings.SIGNATURE_PREFIX)
     limit = app_settings.RESPONSE_BODY_LIMIT
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 1_048_576:
@@ -415,7 +428,7 @@ def _check_scalars() -> list[CheckMessage]:
     timeout = app_settings.TIMEOUT
     if not _is_number(lease) or lease < 10:
         errors.append(_error(17, "WEBHOOKS['LEASE_SECONDS'] must be a number of seconds >= 10."))
-    elif _is_number(timeout) and lease < 2 * timeout:
+    elif _is_number(timeout) and 0 < timeout <= MAX_TIMEOUT and lease < 2 * timeout:
         errors.append(
             _error(
                 17,
@@ -425,9 +438,7 @@ def _check_scalars() -> list[CheckMessage]:
         )
     interval = app_settings.DISPATCH_INTERVAL
     if not _is_number(interval) or not 0.1 <= interval <= 10:
-        errors.append(
-            _error(18, "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds.")
-        )
+        errors.append(_error(18, "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds."))
     run_seconds = app_settings.DISPATCHER_RUN_SECONDS
     if not _is_number(run_seconds) or not 5 <= run_seconds <= 300:
         errors.append(
@@ -453,7 +464,7 @@ _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """django-q2 settings that would make the dispatcher run twice or be killed mid-run."""
     messages: list[CheckMessage] = []
-    if "django_q" not in settings.INSTALLED_APPS:
+    if not apps.is_installed("django_q"):
         messages.append(
             _error(23, "django_q is not in INSTALLED_APPS.", "Add 'django_q' to INSTALLED_APPS.")
         )

@@ -213,9 +213,7 @@ class _Decision:
     disable_reason: str = ""
 
 
-def decide(
-    delivery: Delivery, result: AttemptResult, now: datetime.datetime
-) -> _Decision:
+def decide(delivery: Delivery, result: AttemptResult, now: datetime.datetime) -> _Decision:
     """What an attempt's result means for its delivery (``delivery.attempts`` already counts
     this attempt)."""
     if result.succeeded:
@@ -227,9 +225,7 @@ def decide(
         return _Decision(DeliveryAttempt.Outcome.FAILED, DeliveryStatus.FAILED, None)
     delay: float | None = None
     if result.status_code in (429, 503):
-        retry_after = retry.parse_retry_after(
-            _header(result.response_headers, "Retry-After"), now
-        )
+        retry_after = retry.parse_retry_after(_header(result.response_headers, "Retry-After"), now)
         if retry_after is not None:
             delay = retry.bounded_retry_after(retry_after)
     if delay is None:
@@ -322,7 +318,9 @@ class _Recorder:
                     disabled_now.append(webhook_id)
         for webhook_id in disabled_now:
             webhook = Webhook.objects.get(pk=webhook_id)
-            signals.webhook_disabled.send(sender=Webhook, webhook=webhook, reason=webhook.disabled_reason)
+            signals.webhook_disabled.send(
+                sender=Webhook, webhook=webhook, reason=webhook.disabled_reason
+            )
         self.deliveries, self.attempts, self.webhook_results = [], [], {}
         self.last_flush = time.monotonic()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +80,7 @@ def emit(
 
     # The new rows are leased to the on-commit enqueue below; if that message never reaches a
     # worker, the lease runs out and the dispatcher picks the rows up.
-    lease_token = uuid.uuid4().hex
+    batch = tasks.batch_for_transaction(using)
     lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
     with transaction.atomic(using=using):
         event.save(force_insert=True, using=using)
@@ -93,10 +92,10 @@ def emit(
                 max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
                 next_attempt_at=lease_until,
                 next_trigger=trigger,
-                lease_token=lease_token,
+                lease_token=batch.lease_token,
                 created_at=now,
             )
             for webhook in targets
         )
-    tasks.enqueue_on_commit([delivery.pk for delivery in deliveries], lease_token, using=using)
+    batch.add([delivery.pk for delivery in deliveries])
     return event

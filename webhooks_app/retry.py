@@ -31,7 +31,9 @@ def schedule_delay(retry_number: int, schedule: Any = None) -> float:
     return float(delays[min(max(retry_number, 1), len(delays)) - 1])
 
 
-def with_jitter(delay: float, jitter: float | None = None, rng: random.Random | None = None) -> float:
+def with_jitter(
+    delay: float, jitter: float | None = None, rng: random.Random | None = None
+) -> float:
     """``delay`` moved by up to ±``jitter`` (a fraction), so retries of many deliveries that
     failed together do not all arrive together."""
     jitter = float(app_settings.RETRY_JITTER if jitter is None else jitter)

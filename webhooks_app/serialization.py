@@ -34,7 +34,7 @@ from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
 MAX_SAFE_INTEGER = 2**53 - 1
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class UnserializableValue(TypeError):
@@ -155,8 +155,28 @@ def instance_data(instance: models.Model, field_names: list[str]) -> dict[str, A
     for name in field_names:
         model_field = instance._meta.get_field(name)
         attname = getattr(model_field, "attname", name)
-        data[name] = encode_value(getattr(instance, attname))
+        data[name] = encode_value(_as_stored(model_field, getattr(instance, attname)))
     return data
+
+
+def _as_stored(model_field: Any, value: Any) -> Any:
+    """The value as the database gives it back, so that an instance fresh from ``create()``
+    (``amount=Decimal("10")``, ``issued_on="2026-01-02"``) serialises like the stored row
+    (``"10.00"``, a date) and an unchanged field never counts as changed."""
+    if value is None or model_field.is_relation or isinstance(value, FieldFile):
+        return value
+    if isinstance(model_field, models.DecimalField) and model_field.decimal_places is not None:
+        try:
+            value = decimal.Decimal(value)
+            return value.quantize(decimal.Decimal(1).scaleb(-model_field.decimal_places))
+        except (decimal.InvalidOperation, TypeError, ValueError):
+            return value
+    if isinstance(value, str) and not isinstance(model_field, (models.CharField, models.TextField)):
+        try:
+            return model_field.to_python(value)
+        except Exception:  # a value the database would reject anyway; send it as given
+            return value
+    return value
 
 
 def run_serializer(path: str, instance: models.Model) -> dict[str, Any]:

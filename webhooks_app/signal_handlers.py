@@ -40,7 +40,9 @@ def _is_published(watched: registry.WatchedModel, instance: models.Model | None)
     return bool(getattr(instance, watched.status_field, None) == watched.published_value)
 
 
-def before_save(sender: type[models.Model], instance: models.Model, raw: bool, **kwargs: Any) -> None:
+def before_save(
+    sender: type[models.Model], instance: models.Model, raw: bool, **kwargs: Any
+) -> None:
     watched = _watched(sender)
     if raw or watched is None or not app_settings.ENABLED or instance.pk is None:
         return

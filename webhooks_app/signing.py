@@ -19,7 +19,7 @@ import secrets as secrets_module
 import time
 from collections.abc import Iterable, Mapping
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 SIGNATURE_VERSION = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300
 

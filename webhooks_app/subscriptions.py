@@ -37,9 +37,7 @@ def is_subscribed(
 
 
 def subscribed_webhooks(event_name: str, model_name: str, *, using: str) -> list[Webhook]:
-    webhooks = Webhook.objects.using(using).active().only(
-        "id", "events", "models", "retries"
-    )
+    webhooks = Webhook.objects.using(using).active().only("id", "events", "models", "retries")
     return [
         webhook
         for webhook in webhooks

@@ -8,6 +8,7 @@ endpoint removed from settings is disabled, not deleted: its delivery history st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -107,11 +108,9 @@ def ensure_synced(using: str = DEFAULT_DB_ALIAS) -> None:
     with _lock:
         if _synced.get(using) == fingerprint:
             return
-        try:
+        # Another process may create the same rows at the same moment; theirs will do.
+        with contextlib.suppress(IntegrityError):
             sync_endpoints(using)
-        except IntegrityError:
-            # Another process created the same rows at the same moment; theirs will do.
-            pass
 
         # Inside the caller's transaction the rows only exist once it commits.
         def remember() -> None:

@@ -1,7 +1,7 @@
 """django-q2 glue: the one way work reaches the queue.
 
-* ``enqueue_on_commit`` hands new deliveries to the workers once the transaction commits,
-  batched per transaction.
+* ``PendingBatch`` hands the deliveries a transaction created to the workers once it
+  commits, in one batch.
 * ``deliver_batch`` is the task a worker runs: it calls ``delivery.deliver``.
 * ``run_dispatcher`` is a loop (one at a time across all clusters, held by a lease row) that
   every ``DISPATCH_INTERVAL`` seconds claims the deliveries that are due (retries, and rows
@@ -66,45 +66,56 @@ def sync_mode() -> bool:
     return bool(Conf.SYNC)
 
 
-class _PendingBatch:
-    """Deliveries created in one transaction, enqueued together when it commits."""
+class PendingBatch:
+    """Deliveries created in one transaction: one lease token, enqueued together on commit.
+
+    All deliveries created in one transaction share one on-commit callback, so a bulk import
+    becomes a few large batches instead of one queue message per save. A rollback discards
+    the callback, and the rows with it.
+    """
 
     def __init__(self, using: str) -> None:
         self.using = using
-        self.by_token: dict[str, list[int]] = defaultdict(list)
+        self.lease_token = uuid.uuid4().hex
+        self.ids: list[int] = []
+        self.registered = False
+        self.sent = False
+
+    def add(self, ids: Sequence[int]) -> None:
+        self.ids.extend(ids)
+        if not self.registered and self.ids:
+            self.registered = True
+            transaction.on_commit(self, using=self.using, robust=True)
 
     def __call__(self) -> None:
-        for token, ids in self.by_token.items():
-            enqueue_deliveries(ids, token)
+        self.sent = True
+        enqueue_deliveries(self.ids, self.lease_token)
         kick_dispatcher()
 
 
 _pending_batches: threading.local = threading.local()
 
 
-def enqueue_on_commit(ids: Sequence[int], lease_token: str, *, using: str) -> None:
-    """Enqueue these leased deliveries after the current transaction commits.
-
-    All deliveries created in one transaction share one on-commit callback, so a bulk import
-    becomes a few large batches instead of one queue message per save. A rollback discards
-    the callback, and the rows with it.
-    """
-    if not ids:
-        return
-    connection = connections[using]
-    batch: _PendingBatch | None = getattr(_pending_batches, using, None)
-    if connection.in_atomic_block and batch is not None and _still_registered(using, batch):
-        batch.by_token[lease_token].extend(ids)
-        return
-    batch = _PendingBatch(using)
-    batch.by_token[lease_token].extend(ids)
+def batch_for_transaction(using: str) -> PendingBatch:
+    """The batch new deliveries join: the current transaction's, or a new one."""
+    batch: PendingBatch | None = getattr(_pending_batches, using, None)
+    if (
+        batch is not None
+        and batch.registered
+        and not batch.sent
+        and connections[using].in_atomic_block
+        and _still_registered(using, batch)
+    ):
+        return batch
+    batch = PendingBatch(using)
     setattr(_pending_batches, using, batch)
-    transaction.on_commit(batch, using=using, robust=True)
+    return batch
 
 
-def _still_registered(using: str, batch: _PendingBatch) -> bool:
-    # A rolled-back savepoint removes its callbacks; only append to one that will still run.
-    return any(callback is batch for _, callback, _ in connections[using].run_on_commit)
+def _still_registered(using: str, batch: PendingBatch) -> bool:
+    # A rolled-back savepoint removes its callbacks (and a commit runs them): only join a
+    # batch whose callback is still waiting to run.
+    return any(entry[1] is batch for entry in connections[using].run_on_commit)
 
 
 def enqueue_deliveries(ids: Sequence[int], lease_token: str) -> None:
@@ -149,9 +160,7 @@ def claim_due(now: datetime.datetime, limit: int) -> tuple[str, list[int]]:
     webhook, so a batch reuses one kept-alive connection for as long as it can.
     """
     candidates = list(
-        Delivery.objects.due(now)
-        .order_by("next_attempt_at")
-        .values_list("id", flat=True)[:limit]
+        Delivery.objects.due(now).order_by("next_attempt_at").values_list("id", flat=True)[:limit]
     )
     token = uuid.uuid4().hex
     if not candidates:
@@ -248,7 +257,7 @@ def run_dispatcher(
     return f"dispatched {dispatched}"
 
 
-def kick_dispatcher() -> None:
+def kick_dispatcher(*, force: bool = False) -> None:
     """Start the dispatcher if nobody runs it; looks at most every few seconds per process.
 
     The schedule alone would restart a lost dispatcher only on its next tick; this restarts
@@ -258,7 +267,7 @@ def kick_dispatcher() -> None:
     if sync_mode():
         return
     now = time.monotonic()
-    if now - _last_kick < KICK_INTERVAL_SECONDS:
+    if not force and now - _last_kick < KICK_INTERVAL_SECONDS:
         return
     _last_kick = now
     try:
@@ -266,6 +275,11 @@ def kick_dispatcher() -> None:
             _enqueue(DISPATCH_TASK)
     except Exception:
         logger.exception("could not check or start the dispatcher")
+
+
+def on_worker_spawn(**kwargs: Any) -> None:
+    """django-q2's ``post_spawn``: a worker process started."""
+    kick_dispatcher(force=True)
 
 
 def ensure_schedule() -> None:

@@ -1,0 +1,361 @@
+"""Delivery against a real HTTP server on 127.0.0.1: requests, outcomes, retries, records."""
+
+import datetime
+import hashlib
+import hmac
+import logging
+import socket
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from tests.factories import ArticleFactory, WebhookFactory
+from tests.receiver import Response
+from webhooks_app import delivery, retry, signing, tasks
+from webhooks_app.models import Delivery, DeliveryAttempt, Event, Webhook
+from webhooks_app.signals import webhook_disabled
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def no_jitter(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RETRY_JITTER": 0, "RETRY_SCHEDULE": [10, 20, 40]}
+
+
+@pytest.fixture
+def save_and_send(django_capture_on_commit_callbacks):
+    """Save an article and run the on-commit enqueue (tasks run inline in the suite)."""
+
+    def run(**fields):
+        with django_capture_on_commit_callbacks(execute=True):
+            return ArticleFactory(**fields)
+
+    return run
+
+
+def dispatch_at(moment):
+    with time_machine.travel(moment, tick=False):
+        return tasks.dispatch_once()
+
+
+def test_request_carries_body_and_verifiable_signatures(webhook, receiver, save_and_send):
+    webhook.headers = {"X-Custom-Header": "value", "Content-Type": "text/plain"}
+    webhook.save()
+    save_and_send(title="Signed")
+
+    (request,) = receiver.wait_for(1)
+    event = Event.objects.get()
+    assert request.method == "POST"
+    assert request.body == event.body.encode()
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("User-Agent") == "django-webhooks/0.1.0"
+    assert request.header("X-Custom-Header") == "value"
+    assert request.header("webhook-id") == event.id == request.json["id"]
+    assert abs(int(request.header("webhook-timestamp")) - timezone.now().timestamp()) < 5
+    signing.verify_standard(webhook.secret, request.headers, request.body)
+    expected = hmac.new(webhook.secret.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.header("X-Webhook-Signature") == expected
+
+
+def test_per_webhook_signature_header_and_method(webhook, receiver, save_and_send):
+    webhook.signature_header = "X-Scalar-Signature"
+    webhook.signature_prefix = "sha256="
+    webhook.method = "PUT"
+    webhook.save()
+    save_and_send()
+
+    (request,) = receiver.wait_for(1)
+    expected = hmac.new(webhook.secret.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.method == "PUT"
+    assert request.header("X-Scalar-Signature") == f"sha256={expected}"
+    assert request.header("X-Webhook-Signature") is None
+
+
+def test_success_is_recorded_with_the_attempt(webhook, receiver, save_and_send):
+    webhook.headers = {"Authorization": "Bearer hunter2"}
+    webhook.save()
+    receiver.queue(Response(200, b'{"ok": true}', {"X-Receiver": "yes"}))
+    save_and_send()
+
+    row = Delivery.objects.get()
+    assert row.status == "succeeded"
+    assert row.attempts == 1
+    assert row.last_status_code == 200
+    assert row.lease_token == ""
+    assert row.next_attempt_at is None
+    attempt = row.attempts_log.get()
+    assert attempt.outcome == "succeeded"
+    assert attempt.trigger == "automatic"
+    assert attempt.response_status == 200
+    assert attempt.response_body == '{"ok": true}'
+    assert attempt.response_headers["X-Receiver"] == "yes"
+    assert attempt.request_headers["Authorization"] == "[redacted]"
+    assert attempt.request_headers["webhook-signature"].startswith("v1,")
+    assert "hunter2" not in str(attempt.request_headers)
+    webhook.refresh_from_db()
+    assert webhook.last_delivery_status == "succeeded"
+    assert webhook.consecutive_failures == 0
+
+
+def test_retries_follow_the_schedule_with_a_frozen_clock(
+    webhook, receiver, save_and_send, no_jitter
+):
+    receiver.queue(Response(500), Response(502), Response(500))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()
+    row = Delivery.objects.get()
+    assert row.status == "pending"
+    assert row.next_attempt_at == start + datetime.timedelta(seconds=10)
+
+    assert dispatch_at(start + datetime.timedelta(seconds=9)) == 0
+    assert dispatch_at(start + datetime.timedelta(seconds=10)) == 1
+    row.refresh_from_db()
+    assert row.attempts == 2
+    assert row.next_attempt_at == start + datetime.timedelta(seconds=30)
+    assert dispatch_at(start + datetime.timedelta(seconds=30)) == 1
+    row.refresh_from_db()
+    assert row.next_attempt_at == start + datetime.timedelta(seconds=70)
+    assert dispatch_at(start + datetime.timedelta(seconds=70)) == 1
+
+    row.refresh_from_db()
+    assert row.status == "succeeded"
+    assert row.attempts == 4
+    assert [a.response_status for a in row.attempts_log.all()] == [500, 502, 500, 200]
+    assert [a.outcome for a in row.attempts_log.all()] == ["retrying"] * 3 + ["succeeded"]
+    assert len(receiver.requests) == 4
+
+
+def test_every_retry_sends_identical_bytes_under_the_same_id(
+    webhook, receiver, save_and_send, no_jitter
+):
+    receiver.queue(Response(500))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()
+    dispatch_at(start + datetime.timedelta(seconds=11))
+
+    first, second = receiver.wait_for(2)
+    assert first.body == second.body
+    assert first.header("webhook-id") == second.header("webhook-id")
+    assert int(second.header("webhook-timestamp")) - int(first.header("webhook-timestamp")) >= 10
+    for request in (first, second):
+        signing.verify_standard(
+            webhook.secret,
+            request.headers,
+            request.body,
+            now=int(request.header("webhook-timestamp")),
+        )
+
+
+def test_jitter_spreads_retries_within_bounds(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RETRY_SCHEDULE": [100], "RETRY_JITTER": 0.2}
+    delays = [retry.retry_delay(1) for _ in range(500)]
+
+    assert all(80 <= delay <= 120 for delay in delays)
+    assert max(delays) - min(delays) > 20
+
+
+def test_exponential_schedule_from_the_seeds():
+    seed_001 = {"initial": 60, "factor": 2, "max": 1800}
+    assert [retry.schedule_delay(n, seed_001) for n in range(1, 10)] == [
+        60,
+        120,
+        240,
+        480,
+        960,
+        1800,
+        1800,
+        1800,
+        1800,
+    ]
+    seed_004 = [30, 300, 1800, 7200]
+    assert [retry.schedule_delay(n, seed_004) for n in range(1, 6)] == [30, 300, 1800, 7200, 7200]
+
+
+def test_delivery_fails_visibly_when_retries_are_spent(receiver, save_and_send, no_jitter):
+    webhook = WebhookFactory(url=receiver.url, retries=1)
+    receiver.default = Response(500, b"boom")
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()
+    dispatch_at(start + datetime.timedelta(seconds=10))
+
+    row = Delivery.objects.get()
+    assert row.status == "failed"
+    assert row.attempts == 2
+    assert row.last_error == "HTTP 500"
+    assert row.completed_at is not None
+    assert [a.outcome for a in row.attempts_log.all()] == ["retrying", "failed"]
+    assert dispatch_at(start + datetime.timedelta(days=1)) == 0
+    webhook.refresh_from_db()
+    assert webhook.consecutive_failures == 2
+    assert webhook.last_delivery_status == "failed"
+
+
+def test_gone_disables_the_webhook_at_once(webhook, receiver, django_capture_on_commit_callbacks):
+    receiver.default = Response(410)
+    disabled = []
+
+    def on_disabled(sender, webhook, reason, **kwargs):
+        disabled.append(reason)
+
+    webhook_disabled.connect(on_disabled)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            ArticleFactory()
+            ArticleFactory()
+    finally:
+        webhook_disabled.disconnect(on_disabled)
+
+    webhook.refresh_from_db()
+    assert webhook.is_active is False
+    assert "410" in webhook.disabled_reason
+    assert disabled == [webhook.disabled_reason]
+    statuses = sorted(Delivery.objects.values_list("status", flat=True))
+    assert statuses == ["failed", "skipped"]
+    assert len(receiver.requests) == 1
+    ArticleFactory()
+    assert Delivery.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected_delay"),
+    [
+        (429, "7", 7),
+        (503, "120", 120),
+        (429, "999999", 3600),
+        (429, "0", 1),
+    ],
+)
+def test_retry_after_is_honoured_within_bounds(
+    webhook, receiver, save_and_send, no_jitter, status, retry_after, expected_delay
+):
+    receiver.queue(Response(status, headers={"Retry-After": retry_after}))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()
+
+    row = Delivery.objects.get()
+    assert row.next_attempt_at == start + datetime.timedelta(seconds=expected_delay)
+
+
+def test_retry_after_as_http_date():
+    now = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
+    assert retry.parse_retry_after("Sun, 22 Nov 2026 12:01:30 GMT", now) == 90
+    assert retry.parse_retry_after("soon", now) is None
+
+
+def test_429_without_retry_after_uses_the_schedule(webhook, receiver, save_and_send, no_jitter):
+    receiver.queue(Response(429))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()
+
+    assert Delivery.objects.get().next_attempt_at == start + datetime.timedelta(seconds=10)
+
+
+def test_redirects_are_not_followed(webhook, receiver, save_and_send):
+    receiver.queue(Response(302, headers={"Location": receiver.url + "/elsewhere"}))
+    save_and_send()
+
+    assert len(receiver.wait_for(1)) == 1
+    row = Delivery.objects.get()
+    assert row.status == "pending"
+    assert row.last_status_code == 302
+
+
+def test_connection_refused_is_recorded_and_retried(db, save_and_send):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    WebhookFactory(url=f"http://127.0.0.1:{closed_port}/hook")
+    save_and_send()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.response_status is None
+    assert attempt.error_class == "ConnectionError"
+    assert attempt.outcome == "retrying"
+    assert Delivery.objects.get().last_error.startswith("ConnectionError")
+
+
+def test_timeout_is_recorded_and_retried(receiver, save_and_send):
+    WebhookFactory(url=receiver.url, timeout=0.3)
+    receiver.queue(Response(200, delay=2))
+    save_and_send()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.error_class == "ReadTimeout"
+    assert attempt.duration_ms < 1500
+    assert Delivery.objects.get().status == "pending"
+
+
+def test_dns_failure_is_recorded_and_retried(db, save_and_send, monkeypatch):
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    # Only this process's resolver is replaced: the test never leaves the machine.
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    WebhookFactory(url="http://hooks.example.invalid/hook")
+    save_and_send()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.error_class == "NameResolutionError"
+    assert attempt.outcome == "retrying"
+
+
+def test_response_body_is_capped(webhook, receiver, save_and_send, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RESPONSE_BODY_LIMIT": 1000}
+    receiver.queue(Response(200, b"x" * 200_000))
+    save_and_send()
+
+    assert len(DeliveryAttempt.objects.get().response_body) == 1000
+
+
+def test_disabled_webhook_skips_its_pending_deliveries(webhook, receiver, monkeypatch):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    ArticleFactory()
+    row = Delivery.objects.get()
+    Webhook.objects.filter(pk=webhook.pk).update(is_active=False, disabled_reason="Paused")
+
+    assert delivery.deliver([row.pk], row.lease_token) == 1
+    row.refresh_from_db()
+    assert row.status == "skipped"
+    assert "Paused" in row.last_error
+    assert receiver.requests == []
+
+
+def test_rows_held_by_another_lease_are_left_alone(webhook, receiver, monkeypatch):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    ArticleFactory()
+    row = Delivery.objects.get()
+
+    assert delivery.deliver([row.pk], "someone-else") == 0
+    assert receiver.requests == []
+    assert delivery.deliver([row.pk], row.lease_token) == 1
+    assert delivery.deliver([row.pk], row.lease_token) == 0
+    assert len(receiver.requests) == 1
+
+
+def test_debug_logging_never_shows_the_secret(webhook, receiver, save_and_send, settings, caplog):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "DEBUG": True}
+    receiver.queue(Response(200), Response(500))
+    with caplog.at_level(logging.INFO, logger="webhooks_app"):
+        save_and_send()
+        save_and_send()
+
+    records = [r for r in caplog.records if r.name.startswith("webhooks_app")]
+    levels = [record.levelname for record in records]
+    assert levels == ["INFO", "WARNING"]
+    assert "HTTP 500" in records[1].getMessage()
+    assert webhook.secret not in caplog.text
+
+
+def test_send_never_raises_on_a_malformed_url():
+    request = delivery.OutgoingRequest("POST", "http://[::1", {}, b"{}", 1.0)
+
+    result = delivery.send(request)
+    assert result.status_code is None
+    assert result.error_class

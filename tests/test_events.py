@@ -1,0 +1,353 @@
+"""From model changes and emit() calls to Event rows: what is recorded, and when nothing is."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.signals import user_logged_in
+from django.core import serializers
+from django.db import transaction
+from django.test import RequestFactory, override_settings
+
+from tests.factories import ArticleFactory, UserFactory, WebhookFactory
+from tests.models import Account, Article, Invoice, Unwatched
+from webhooks_app.actor import acting_as
+from webhooks_app.events import UnknownEvent, emit
+from webhooks_app.models import Delivery, Event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_delivery(monkeypatch):
+    """These tests look at what is recorded; what is sent is test_delivery's business."""
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+
+
+@pytest.fixture
+def hook():
+    return WebhookFactory()
+
+
+def payloads(name=None):
+    events = Event.objects.order_by("created_at")
+    if name:
+        events = events.filter(name=name)
+    return [event.payload for event in events]
+
+
+def test_create_emits_the_envelope(hook):
+    article = ArticleFactory(title="Hello", price=Decimal("9.50"))
+
+    (payload,) = payloads()
+    assert list(payload) == [
+        "id",
+        "event",
+        "model",
+        "timestamp",
+        "data",
+        "previous",
+        "changed_fields",
+        "user",
+    ]
+    assert payload["event"] == "create"
+    assert payload["model"] == "article"
+    assert payload["id"].startswith("evt_")
+    assert payload["timestamp"].endswith("Z")
+    assert payload["data"]["id"] == article.pk
+    assert payload["data"]["title"] == "Hello"
+    assert payload["data"]["price"] == "9.50"
+    assert payload["data"]["uid"] == str(article.uid)
+    assert payload["previous"] is None
+    assert payload["changed_fields"] is None
+    assert payload["user"] is None
+    assert Delivery.objects.get().webhook == hook
+
+
+def test_update_carries_previous_state_and_changed_fields(hook):
+    article = ArticleFactory(title="Before", body="same")
+    article.title = "After"
+    article.save()
+
+    (payload,) = payloads("update")
+    assert payload["data"]["title"] == "After"
+    assert payload["previous"]["title"] == "Before"
+    assert payload["previous"]["body"] == "same"
+    assert payload["changed_fields"] == ["title"]
+
+
+def test_previous_state_is_what_was_stored_not_the_instance_in_hand(hook):
+    article = ArticleFactory(title="Stored")
+    stale = Article.objects.get(pk=article.pk)
+    Article.objects.filter(pk=article.pk).update(title="Changed elsewhere")
+    stale.title = "Mine"
+    stale.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "Changed elsewhere"
+
+
+def test_update_that_changes_nothing_emits_nothing(hook):
+    article = ArticleFactory()
+    article.save()
+
+    assert payloads("update") == []
+
+
+def test_update_of_excluded_field_only_emits_nothing(hook):
+    invoice = Invoice.objects.create(number="A-1", amount=Decimal("10"), issued_on="2026-01-02")
+    invoice.internal_note = "not in the payload"
+    invoice.save()
+
+    assert [p["event"] for p in payloads()] == ["create"]
+    assert "internal_note" not in payloads()[0]["data"]
+
+
+def test_delete_carries_the_last_state(hook):
+    article = ArticleFactory(title="Gone soon")
+    pk = article.pk
+    article.delete()
+
+    (payload,) = payloads("delete")
+    assert payload["data"]["id"] == pk
+    assert payload["data"]["title"] == "Gone soon"
+    assert payload["previous"] == payload["data"]
+    assert Event.objects.get(name="delete").object_id == str(pk)
+
+
+def test_publish_and_unpublish_follow_status_transitions(hook):
+    article = ArticleFactory(status="draft")
+    article.status = "published"
+    article.save()
+    article.title = "Edited while published"
+    article.save()
+    article.status = "draft"
+    article.save()
+    ArticleFactory(status="published")
+
+    names = [p["event"] for p in payloads()]
+    assert names == [
+        "create",
+        "update",
+        "publish",
+        "update",
+        "update",
+        "unpublish",
+        "create",
+        "publish",
+    ]
+    publish = payloads("publish")[0]
+    assert publish["previous"]["status"] == "draft"
+    assert publish["data"]["status"] == "published"
+
+
+def test_sensitive_fields_never_leave_by_default(hook):
+    Account.objects.create(email="a@example.com", password="hash", api_token="t", client_secret="s")
+
+    (payload,) = payloads()
+    assert set(payload["data"]) == {"id", "email", "plan"}
+
+
+def test_unwatched_models_emit_nothing(hook):
+    Unwatched.objects.create(name="x")
+
+    assert Event.objects.count() == 0
+
+
+def test_fixture_loading_emits_nothing(hook):
+    article = Article(pk=4242, title="From a fixture")
+    fixture = serializers.serialize("json", [article])
+    for obj in serializers.deserialize("json", fixture):
+        obj.save()
+
+    assert Article.objects.filter(pk=4242).exists()
+    assert Event.objects.count() == 0
+
+
+def test_rolled_back_write_records_nothing(hook, django_capture_on_commit_callbacks):
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        ArticleFactory()
+        raise RuntimeError("rollback")
+
+    assert callbacks == []
+    assert Event.objects.count() == 0
+    assert Delivery.objects.count() == 0
+
+
+def test_nothing_is_recorded_without_subscribers():
+    ArticleFactory()
+
+    assert Event.objects.count() == 0
+
+
+def test_disabled_switch_records_nothing(hook):
+    with override_settings(WEBHOOKS={"ENABLED": False, "MODELS": ["tests.Article"]}):
+        ArticleFactory()
+
+    assert Event.objects.count() == 0
+
+
+def test_inactive_webhooks_receive_nothing():
+    WebhookFactory(is_active=False)
+    ArticleFactory()
+
+    assert Event.objects.count() == 0
+
+
+def test_actor_from_context_manager(hook):
+    user = UserFactory(first_name="Grace", last_name="Hopper", email="grace@example.com")
+    with acting_as(user):
+        ArticleFactory()
+
+    assert payloads("create")[0]["user"] == {
+        "id": user.pk,
+        "name": "Grace Hopper",
+        "email": "grace@example.com",
+    }
+
+
+def test_actor_from_request_middleware(hook):
+    from webhooks_app.middleware import WebhookActorMiddleware
+
+    user = UserFactory()
+    request = RequestFactory().post("/")
+    request.user = user
+    middleware = WebhookActorMiddleware(lambda request: ArticleFactory())
+    middleware(request)
+    ArticleFactory()  # outside the request: nobody
+
+    users = [p["user"] for p in payloads("create")]
+    assert users[0]["id"] == user.pk
+    assert users[1] is None
+
+
+def test_anonymous_actor_is_null(hook):
+    from django.contrib.auth.models import AnonymousUser
+
+    with acting_as(AnonymousUser()):
+        ArticleFactory()
+
+    assert payloads("create")[0]["user"] is None
+
+
+def test_user_serializer_setting(hook, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "USER_SERIALIZER": "tests.test_events.user_as_id"}
+    user = UserFactory()
+    with acting_as(user):
+        ArticleFactory()
+
+    assert payloads("create")[0]["user"] == {"id": f"user_{user.pk}"}
+
+
+def user_as_id(user):
+    return {"id": f"user_{user.pk}"}
+
+
+def test_custom_event_through_emit(hook):
+    user = UserFactory()
+    event = emit("backup.complete", data={"size": 1.5, "files": 3}, user=user)
+
+    assert event is not None
+    payload = event.payload
+    assert payload["event"] == "backup.complete"
+    assert payload["model"] is None
+    assert payload["data"] == {"size": 1.5, "files": 3}
+    assert payload["user"]["id"] == user.pk
+
+
+def test_unknown_custom_event_is_refused(hook):
+    with pytest.raises(UnknownEvent, match="backup.compleet"):
+        emit("backup.compleet", data={})
+
+
+def test_user_create_and_login_events(hook):
+    user = UserFactory()
+    user_logged_in.send(sender=type(user), request=None, user=user)
+
+    created, login = payloads("user.create"), payloads("user.login")
+    assert created[0]["data"]["id"] == user.pk
+    assert created[0]["model"] == "user"
+    assert "password" not in created[0]["data"]
+    assert login[0]["user"]["id"] == user.pk
+
+
+def test_user_events_are_opt_in(hook, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "USER_EVENTS": []}
+    UserFactory()
+
+    assert payloads("user.create") == []
+
+
+def test_one_event_many_webhooks_one_body():
+    first, second = WebhookFactory(), WebhookFactory()
+    ArticleFactory()
+
+    event = Event.objects.get()
+    assert {d.webhook for d in event.deliveries.all()} == {first, second}
+
+
+@pytest.mark.parametrize(
+    ("events", "models", "delivered"),
+    [
+        ([], [], {"create", "update", "backup.complete", "user.create"}),
+        (["*"], [], {"create", "update", "backup.complete", "user.create"}),
+        (["create"], [], {"create"}),
+        (["user.*"], [], {"user.create"}),
+        (["backup.*", "update"], [], {"update", "backup.complete"}),
+        ([], ["article"], {"create", "update"}),
+        (["update"], ["invoice"], set()),
+    ],
+)
+def test_subscription_matching(events, models, delivered):
+    hook = WebhookFactory(events=events, models=models)
+    article = ArticleFactory()
+    article.title = "changed"
+    article.save()
+    emit("backup.complete", data={})
+    UserFactory()
+
+    received = {d.event.name for d in Delivery.objects.filter(webhook=hook)}
+    assert received == delivered
+
+
+def test_deliveries_of_one_transaction_are_enqueued_together(
+    hook, monkeypatch, django_capture_on_commit_callbacks
+):
+    enqueued = []
+    monkeypatch.setattr(
+        "webhooks_app.tasks.enqueue_deliveries", lambda ids, token: enqueued.append(list(ids))
+    )
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for _ in range(5):
+            ArticleFactory()
+        assert enqueued == []
+
+    assert len(enqueued) == 1
+    assert sorted(enqueued[0]) == sorted(Delivery.objects.values_list("id", flat=True))
+
+
+def test_rolled_back_savepoint_drops_only_its_deliveries(
+    hook, monkeypatch, django_capture_on_commit_callbacks
+):
+    enqueued = []
+    monkeypatch.setattr(
+        "webhooks_app.tasks.enqueue_deliveries", lambda ids, token: enqueued.extend(ids)
+    )
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        kept = ArticleFactory()
+        try:
+            with transaction.atomic():
+                ArticleFactory()
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        later = ArticleFactory()
+
+    delivered_objects = set(
+        Delivery.objects.filter(id__in=enqueued).values_list("event__object_id", flat=True)
+    )
+    assert delivered_objects == {str(kept.pk), str(later.pk)}
+    assert Delivery.objects.count() == 2

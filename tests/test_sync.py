@@ -1,0 +1,104 @@
+"""Endpoints declared in settings become Webhook rows and stay in sync with settings."""
+
+import pytest
+
+from tests.factories import ArticleFactory
+from webhooks_app import sync
+from webhooks_app.maintenance import after_migrate
+from webhooks_app.models import Delivery, Webhook
+
+pytestmark = pytest.mark.django_db
+
+DECLARED = {
+    "name": "search-index",
+    "url": "https://search.example.com/hook",
+    "events": ["create", "update"],
+    "models": ["article"],
+    "secret": "test-secret",
+    "headers": {"X-Custom-Header": "value"},
+    "timeout": 2.5,
+    "retries": 5,
+    "method": "PUT",
+    "signature_header": "X-Scalar-Signature",
+    "signature_prefix": "sha256=",
+}
+
+
+@pytest.fixture
+def declare(settings):
+    def apply(*endpoints):
+        settings.WEBHOOKS = {**settings.WEBHOOKS, "ENDPOINTS": list(endpoints)}
+        sync.sync_endpoints()
+
+    return apply
+
+
+def test_declared_endpoint_becomes_a_managed_webhook(declare):
+    declare(DECLARED)
+
+    webhook = Webhook.objects.get()
+    assert webhook.managed_by_settings
+    assert webhook.settings_key == "search-index"
+    assert webhook.url == DECLARED["url"]
+    assert webhook.events == ["create", "update"]
+    assert webhook.models == ["article"]
+    assert webhook.secret == "test-secret"
+    assert webhook.headers == {"X-Custom-Header": "value"}
+    assert webhook.effective_timeout == 2.5
+    assert webhook.effective_retries == 5
+    assert webhook.method == "PUT"
+    assert webhook.effective_signature_header == "X-Scalar-Signature"
+    assert webhook.effective_signature_prefix == "sha256="
+    assert webhook.settings_declaration["secret"] == "(set in settings)"
+    assert "test-secret" not in str(webhook.settings_declaration)
+
+
+def test_unnamed_endpoint_is_keyed_by_url_and_gets_a_secret(declare):
+    declare({"url": "https://a.example.com/hook"})
+
+    webhook = Webhook.objects.get()
+    assert webhook.settings_key == "https://a.example.com/hook"
+    assert webhook.secret.startswith("whsec_")
+    assert webhook.effective_timeout == 5.0
+    assert webhook.effective_retries == 3
+
+
+def test_changed_declaration_updates_the_row(declare):
+    declare(DECLARED)
+    declare({**DECLARED, "events": ["delete"]})
+
+    assert Webhook.objects.get().events == ["delete"]
+
+
+def test_removed_endpoint_is_disabled_not_deleted(declare):
+    declare(DECLARED, {"url": "https://b.example.com/hook"})
+    declare({"url": "https://b.example.com/hook"})
+
+    removed = Webhook.objects.get(settings_key="search-index")
+    assert removed.is_active is False
+    assert removed.disabled_reason == sync.REMOVED_REASON
+
+
+def test_runtime_disable_survives_an_unchanged_declaration(declare):
+    declare(DECLARED)
+    Webhook.objects.update(is_active=False, disabled_reason="410 Gone")
+    declare(DECLARED)
+
+    assert Webhook.objects.get().is_active is False
+    declare({**DECLARED, "url": "https://search.example.com/v2/hook"})
+    assert Webhook.objects.get().is_active is True
+
+
+def test_sync_runs_after_migrate(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ENDPOINTS": [DECLARED]}
+    after_migrate(using="default")
+
+    assert Webhook.objects.filter(managed_by_settings=True).count() == 1
+
+
+def test_first_event_syncs_endpoints_lazily(settings, monkeypatch):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ENDPOINTS": [DECLARED]}
+    ArticleFactory()
+
+    assert Delivery.objects.get().webhook.settings_key == "search-index"
