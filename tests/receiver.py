@@ -53,7 +53,9 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with receiver._condition:
-                    response = receiver.responses.popleft() if receiver.responses else receiver.default
+                    response = (
+                        receiver.responses.popleft() if receiver.responses else receiver.default
+                    )
                 if response.delay:
                     time.sleep(response.delay)
                 self.send_response(response.status)

@@ -274,8 +274,8 @@ def _check_endpoints() -> list[CheckMessage]:
         for list_key in ("events", "models"):
             if list_key in endpoint and not _is_string_list(endpoint[list_key]):
                 errors.append(_error(7, f"{where}['{list_key}'] must be a list of strings."))
-        events = endpoint.get("events")
-        for pattern in events if _is_string_list(events) else []:
+        events: list[str] = endpoint["events"] if _is_string_list(endpoint.get("events")) else []
+        for pattern in events:
             if not registry.is_valid_pattern(pattern, known_events):
                 errors.append(
                     _error(
@@ -284,8 +284,8 @@ def _check_endpoints() -> list[CheckMessage]:
                         f"Known events: {', '.join(sorted(known_events))}; wildcards: *, user.*.",
                     )
                 )
-        models = endpoint.get("models")
-        for model_name in models if _is_string_list(models) else []:
+        models: list[str] = endpoint["models"] if _is_string_list(endpoint.get("models")) else []
+        for model_name in models:
             if model_name not in model_names | {"user"}:
                 errors.append(
                     _error(
