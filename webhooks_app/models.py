@@ -27,6 +27,13 @@ class HttpMethod(models.TextChoices):
     PATCH = "PATCH", "PATCH"
 
 
+class EndpointURLField(models.URLField):
+    """A URL field whose form assumes https for a bare host, as Django 6 will by default."""
+
+    def formfield(self, **kwargs: Any) -> Any:
+        return super().formfield(**{"assume_scheme": "https", **kwargs})
+
+
 class WebhookQuerySet(models.QuerySet["Webhook"]):
     def active(self) -> WebhookQuerySet:
         return self.filter(is_active=True)
@@ -36,7 +43,7 @@ class Webhook(models.Model):
     """An endpoint that receives the events it subscribed to."""
 
     name = models.CharField(max_length=200, blank=True)
-    url = models.URLField(max_length=2000)
+    url = EndpointURLField(max_length=2000)
     secret = models.CharField(max_length=255, default=signing.generate_secret)
     # During a rotation the previous secret keeps signing alongside the new one until it expires.
     previous_secret = models.CharField(max_length=255, blank=True)
