@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from tests.factories import ArticleFactory, WebhookFactory
@@ -75,6 +76,8 @@ def cluster(monkeypatch):
     # This process enqueues for real now; the subprocess does the work.
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(tasks, "_last_kick", 0.0)
+    # A Redis queue outlives the test database: start from an empty one.
+    get_broker().purge_queue()
     running = Cluster()
     running.start()
     yield running
