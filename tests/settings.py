@@ -121,6 +121,8 @@ WEBHOOKS = {
     "USER_EVENTS": ["user.create", "user.login"],
     # The suite's receivers listen on 127.0.0.1; keep retries quick.
     "RETRY_SCHEDULE": [1, 2, 4],
+    # A qcluster subprocess in a recovery test gets a short lease, so recovery takes seconds.
+    "LEASE_SECONDS": int(os.environ.get("WEBHOOKS_TEST_LEASE_SECONDS", "45")),
 }
 
 LOGGING = {
