@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
@@ -27,7 +27,13 @@ class HttpMethod(models.TextChoices):
     PATCH = "PATCH", "PATCH"
 
 
-class EndpointURLField(models.URLField):
+if TYPE_CHECKING:
+    _URLFieldBase = models.URLField[str, str]
+else:  # generic only in the stubs
+    _URLFieldBase = models.URLField
+
+
+class EndpointURLField(_URLFieldBase):
     """A URL field whose form assumes https for a bare host, as Django 6 will by default."""
 
     def formfield(self, **kwargs: Any) -> Any:
