@@ -328,12 +328,12 @@ export WEBHOOKS_CI_RUN_ID=$RUN_ID
 export PYTHONUNBUFFERED=1
 
 PYTEST_TIMEOUT=${WEBHOOKS_CI_PYTEST_TIMEOUT:-1200}
-log "pytest -m 'qcluster or integration'${*:+ $*} (timeout ${PYTEST_TIMEOUT}s)"
+log "pytest -m 'qcluster or integration or portable'${*:+ $*} (timeout ${PYTEST_TIMEOUT}s)"
 # SIGINT (not TERM) on timeout so pytest still runs fixture teardown; --foreground keeps pytest
 # in the terminal's process group so Ctrl-C reaches it directly.
 rc=0
 timeout --foreground -s INT -k 60 "$PYTEST_TIMEOUT" \
-    "$PYTHON" -m pytest -m "qcluster or integration" -p no:cacheprovider "$@" || rc=$?
+    "$PYTHON" -m pytest -m "qcluster or integration or portable" -p no:cacheprovider "$@" || rc=$?
 
 case $rc in
 0) log "integration tests passed" ;;

@@ -16,7 +16,7 @@ from webhooks_app import delivery, retry, signing, tasks
 from webhooks_app.models import Delivery, DeliveryAttempt, Event, Webhook
 from webhooks_app.signals import webhook_disabled
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
 
 @pytest.fixture

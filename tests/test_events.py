@@ -14,7 +14,7 @@ from webhooks_app.actor import acting_as
 from webhooks_app.events import UnknownEvent, emit
 from webhooks_app.models import Delivery, Event
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from webhooks_app import sync
 from webhooks_app.maintenance import after_migrate
 from webhooks_app.models import Delivery, Webhook
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
 DECLARED = {
     "name": "search-index",

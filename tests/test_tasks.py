@@ -13,7 +13,7 @@ from tests.factories import ArticleFactory
 from webhooks_app import tasks
 from webhooks_app.models import Delivery, Lease
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
 
 @pytest.fixture

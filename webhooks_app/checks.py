@@ -6,6 +6,7 @@ checks"). Errors stop ``runserver``/``migrate``; warnings are printed.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -61,7 +62,7 @@ def _error(number: int, message: str, hint: str | None = None) -> Error:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_string_list(value: Any) -> bool:
@@ -345,7 +346,7 @@ def _check_events() -> list[CheckMessage]:
                 _error(
                     19,
                     f"WEBHOOKS['EVENTS']: {name!r} is not a valid event name.",
-                    "Use letters, digits and _ in dot-separated parts, e.g. backup.complete.",
+                    "Use letters, digits, _ and - in dot-separated parts, e.g. backup.complete.",
                 )
             )
         elif name in builtin or name == registry.TEST_EVENT:
@@ -385,8 +386,8 @@ def _check_retry_schedule() -> list[CheckMessage]:
             and schedule["initial"] >= 0
             and _is_number(schedule.get("factor", 2))
             and schedule.get("factor", 2) >= 1
-            and _is_number(schedule.get("max", 0))
-            and schedule.get("max", 0) >= 0
+            and _is_number(schedule.get("max", 1))
+            and schedule.get("max", 1) >= 1
         )
         if not valid:
             return [_error(10, f"{where} has invalid keys or values: {schedule!r}.", hint)]

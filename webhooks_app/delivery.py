@@ -49,7 +49,7 @@ PROTECTED_HEADERS = frozenset(
     }
 )
 REDACTED = "[redacted]"
-_SENSITIVE_HEADER_MARKERS = ("authorization", "cookie", "token", "secret", "key", "password")
+_SENSITIVE_HEADER_MARKERS = ("auth", "cookie", "token", "secret", "key", "password")
 # Records are written in bulk at most this often, so a killed worker repeats little work.
 FLUSH_EVERY_RECORDS = 20
 FLUSH_EVERY_SECONDS = 2.0
@@ -162,8 +162,10 @@ def build_request(webhook: Webhook, event_id: str, body: bytes) -> OutgoingReque
     timestamp = int(time.time())
     secrets = webhook.signing_secrets()
     headers: dict[str, str] = {}
+    signature_header = webhook.effective_signature_header
     for name, value in (webhook.headers or {}).items():
-        if str(name).lower() not in PROTECTED_HEADERS:
+        lowered = str(name).lower()
+        if lowered not in PROTECTED_HEADERS and lowered != signature_header.lower():
             headers[str(name)] = str(value)
     headers.update(
         {
@@ -174,7 +176,7 @@ def build_request(webhook: Webhook, event_id: str, body: bytes) -> OutgoingReque
             "webhook-signature": signing.standard_signature_header(
                 secrets, event_id, timestamp, body
             ),
-            webhook.effective_signature_header: webhook.effective_signature_prefix
+            signature_header: webhook.effective_signature_prefix
             + signing.sign_hex(secrets[0], body),
         }
     )

@@ -55,7 +55,7 @@ class WatchedModel:
         return [
             f.name
             for f in concrete
-            if f.name not in excluded and (f.name == pk_name or not is_sensitive(f.name))
+            if f.name == pk_name or (f.name not in excluded and not is_sensitive(f.name))
         ]
 
 

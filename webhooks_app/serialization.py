@@ -23,6 +23,7 @@ import decimal
 import enum
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +36,8 @@ from django.utils.module_loading import import_string
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_ARRAY_INDEX = re.compile(r"^(?:0|[1-9][0-9]*)\Z")
 
 
 class UnserializableValue(TypeError):
@@ -43,13 +46,21 @@ class UnserializableValue(TypeError):
 
 def encode_value(value: Any) -> Any:
     """Turn one value into plain JSON types (dict, list, str, int, float, bool, None)."""
+    if isinstance(value, enum.Enum):
+        # Before the primitives: an IntEnum member is an int that would print as "P.HIGH".
+        return encode_value(value.value)
     if value is None or isinstance(value, (bool, str, int, float)):
         return value
     if isinstance(value, Mapping):
         return {str(key): encode_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+    if isinstance(value, (set, frozenset)):
+        try:
+            items = sorted(value)
+        except TypeError:  # mixed types: any stable order will do
+            items = sorted(value, key=repr)
         return [encode_value(item) for item in items]
+    if isinstance(value, (list, tuple)):
+        return [encode_value(item) for item in value]
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None:
             text = value.astimezone(datetime.UTC).isoformat()
@@ -63,8 +74,6 @@ def encode_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, enum.Enum):
-        return encode_value(value.value)
     if isinstance(value, FieldFile):
         return value.name or None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -104,6 +113,29 @@ def js_number(value: float) -> str:
     return f"{sign}{head}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
 
 
+def _json_string(text: str) -> str:
+    encoded = _encode_string(text)
+    # JavaScript escapes a lone surrogate; Python would write it raw (and fail to encode it).
+    if _LONE_SURROGATE.search(encoded):
+        encoded = _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
+    return encoded
+
+
+def _is_array_index(key: str) -> bool:
+    return bool(_ARRAY_INDEX.match(key)) and int(key) < 2**32 - 1
+
+
+def _js_key_order(mapping: dict[Any, Any]) -> list[tuple[str, Any]]:
+    """Keys in the order JavaScript keeps them: array indexes ("0", "17") first, ascending,
+    then the others in insertion order. Receivers that verify over ``JSON.stringify`` of the
+    parsed body would otherwise see other bytes."""
+    items = [(str(key), item) for key, item in mapping.items()]
+    if not any(_is_array_index(key) for key, _ in items):
+        return items
+    indexes = sorted((item for item in items if _is_array_index(item[0])), key=lambda i: int(i[0]))
+    return indexes + [item for item in items if not _is_array_index(item[0])]
+
+
 def _write(value: Any, out: list[str]) -> None:
     if value is None:
         out.append("null")
@@ -112,22 +144,22 @@ def _write(value: Any, out: list[str]) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(_encode_string(value))
+        out.append(_json_string(value))
     elif isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             out.append(str(value))
         else:
-            out.append(_encode_string(str(value)))
+            out.append(_json_string(str(value)))
     elif isinstance(value, float):
         out.append(js_number(value))
     elif isinstance(value, dict):
         out.append("{")
         first = True
-        for key, item in value.items():
+        for key, item in _js_key_order(value):
             if not first:
                 out.append(",")
             first = False
-            out.append(_encode_string(str(key)))
+            out.append(_json_string(key))
             out.append(":")
             _write(item, out)
         out.append("}")

@@ -41,8 +41,10 @@ def standard_key(secret: str) -> bytes:
     they still sign; such receivers must use the same rule.
     """
     if secret.startswith(SECRET_PREFIX):
+        encoded = secret[len(SECRET_PREFIX) :]
         try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+            # Padding is optional in the wild; the reference libraries add it back too.
+            return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             pass
     return secret.encode()
@@ -97,7 +99,10 @@ def verify_standard(
     expected = sign_standard(secret, message_id, timestamp, body).split(",", 1)[1]
     for entry in signature_header.split():
         version, _, signature = entry.partition(",")
-        if version == SIGNATURE_VERSION and hmac.compare_digest(signature, expected):
+        # Bytes, because compare_digest raises TypeError on a non-ASCII str from a header.
+        if version == SIGNATURE_VERSION and hmac.compare_digest(
+            signature.encode(), expected.encode()
+        ):
             return
     raise InvalidSignature("no signature matched")
 
@@ -106,7 +111,7 @@ def verify_hex(secret: str, signature: str, body: bytes, *, prefix: str = "") ->
     """Verify the hex header; raise :class:`InvalidSignature` if it does not match."""
     if prefix and signature.startswith(prefix):
         signature = signature[len(prefix) :]
-    if not hmac.compare_digest(signature.strip(), sign_hex(secret, body)):
+    if not hmac.compare_digest(signature.strip().encode(), sign_hex(secret, body).encode()):
         raise InvalidSignature("hex signature did not match")
 
 
@@ -115,4 +120,6 @@ def mask_secret(secret: str) -> str:
     if not secret:
         return ""
     prefix = SECRET_PREFIX if secret.startswith(SECRET_PREFIX) else ""
-    return f"{prefix}{'•' * 8}{secret[-4:]}"
+    # A short secret would be half given away by its last four characters.
+    tail = secret[-4:] if len(secret) - len(prefix) >= 16 else ""
+    return f"{prefix}{'•' * 8}{tail}"

@@ -1,0 +1,668 @@
+"""System checks: every ID in webhooks_app/checks.py, triggered by a bad value.
+
+Each case asserts the exact list of IDs (a bad value must not drag unrelated errors along) and
+that the message names the setting and the rule, since that line is all an operator sees when
+``runserver`` refuses to start.
+"""
+
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.checks import CheckMessage
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from webhooks_app.checks import check_q_cluster, check_settings
+
+URL = "https://example.com/hook"
+
+
+def ids(messages: list[CheckMessage]) -> list[str]:
+    return [message.id or "" for message in messages]
+
+
+def text(message: CheckMessage) -> str:
+    return f"{message.msg} {message.hint or ''}"
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    """The suite's valid WEBHOOKS with some keys replaced, so only the change can be wrong."""
+    return {**settings.WEBHOOKS, **changes}
+
+
+def settings_errors(webhooks: Any) -> list[CheckMessage]:
+    with override_settings(WEBHOOKS=webhooks):
+        return check_settings()
+
+
+def endpoint(**options: Any) -> dict[str, Any]:
+    return {"url": URL, **options}
+
+
+def test_suite_settings_are_valid():
+    assert check_settings() == []
+    assert check_q_cluster() == []
+
+
+def test_no_webhooks_setting_is_valid():
+    with override_settings():
+        del settings.WEBHOOKS
+        assert check_settings() == []
+
+
+def test_checks_are_registered():
+    # A function nobody registered would pass every test above and still never run.
+    with override_settings(WEBHOOKS={"TIMEOUT": 0}), pytest.raises(SystemCheckError) as excinfo:
+        call_command("check")
+    assert "webhooks_app.E008" in str(excinfo.value)
+    assert "WEBHOOKS['TIMEOUT']" in str(excinfo.value)
+
+
+# --- top level -----------------------------------------------------------------------------
+
+
+def test_not_a_dict():
+    errors = settings_errors(["MODELS"])
+    assert ids(errors) == ["webhooks_app.E001"]
+    assert "WEBHOOKS must be a dict, not list" in errors[0].msg
+
+
+def test_unknown_keys():
+    errors = settings_errors(with_changes(TIMOUT=5, Models={}))
+    assert ids(errors) == ["webhooks_app.E002"]
+    assert "WEBHOOKS has unknown key(s): Models, TIMOUT" in errors[0].msg
+    assert "TIMEOUT" in (errors[0].hint or "")
+
+
+# --- MODELS --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("models", "error_id", "expected"),
+    [
+        pytest.param(
+            "tests.Article",
+            "E003",
+            "WEBHOOKS['MODELS'] must be a dict of model labels",
+            id="not-dict-or-list",
+        ),
+        pytest.param(
+            {"tests.Nope": {}},
+            "E003",
+            "WEBHOOKS['MODELS']['tests.Nope']: 'tests.Nope' is not an installed model",
+            id="unknown-label",
+        ),
+        pytest.param(
+            ["tests.Article", "Article"],
+            "E003",
+            "'Article' is not an installed model",
+            id="list-with-bad-label",
+        ),
+        pytest.param(
+            {"tests.Article": "article"},
+            "E004",
+            "WEBHOOKS['MODELS']['tests.Article'] must be a dict of options",
+            id="options-not-dict",
+        ),
+        pytest.param(
+            {"tests.Article": {"colour": "red"}},
+            "E004",
+            "WEBHOOKS['MODELS']['tests.Article'] has unknown option(s): colour",
+            id="unknown-option",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"fields": ["number"], "exclude": ["internal_note"]}},
+            "E004",
+            "give 'fields' or 'exclude', not both",
+            id="fields-and-exclude",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"fields": ["number", "total"]}},
+            "E004",
+            "WEBHOOKS['MODELS']['tests.Invoice']['fields'] names unknown field(s): total",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"exclude": ["nope"]}},
+            "E004",
+            "['exclude'] names unknown field(s): nope",
+            id="unknown-excluded-field",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"fields": "number"}},
+            "E004",
+            "['fields'] must be a list of field names",
+            id="fields-not-list",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"name": ""}},
+            "E004",
+            "['name'] must be a non-empty string",
+            id="empty-name",
+        ),
+        pytest.param(
+            {"tests.Article": {"name": "thing"}, "tests.Invoice": {"name": "thing"}},
+            "E004",
+            "WEBHOOKS['MODELS']['tests.Invoice']['name'] 'thing' is already the name of "
+            "tests.Article",
+            id="duplicate-name",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"serializer": "tests.no_such_module.serialize"}},
+            "E005",
+            "WEBHOOKS['MODELS']['tests.Invoice']['serializer']: cannot import "
+            "'tests.no_such_module.serialize'",
+            id="serializer-not-importable",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"serializer": "webhooks_app.conf.DEFAULTS"}},
+            "E005",
+            "'webhooks_app.conf.DEFAULTS' is not callable",
+            id="serializer-not-callable",
+        ),
+        pytest.param(
+            {"tests.Invoice": {"serializer": 42}},
+            "E005",
+            "['serializer'] must be a dotted import path string",
+            id="serializer-not-string",
+        ),
+        pytest.param(
+            {"tests.Article": {"status_field": "state", "published_value": "published"}},
+            "E006",
+            "WEBHOOKS['MODELS']['tests.Article']['status_field'] 'state' is not a field of "
+            "tests.Article",
+            id="status-field-unknown",
+        ),
+        pytest.param(
+            {"tests.Article": {"status_field": "status"}},
+            "E006",
+            "has 'status_field' but no 'published_value'",
+            id="published-value-missing",
+        ),
+        pytest.param(
+            {"tests.Article": {"published_value": "published"}},
+            "E006",
+            "has 'published_value' but no 'status_field'",
+            id="published-value-without-status-field",
+        ),
+    ],
+)
+def test_models_errors(models, error_id, expected):
+    errors = settings_errors(with_changes(MODELS=models, ENDPOINTS=[]))
+    assert ids(errors) == [f"webhooks_app.{error_id}"]
+    assert expected in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "models",
+    [
+        ["tests.Article", "tests.Invoice"],
+        {"tests.Account": {"exclude": ["password"]}},
+        {"tests.Account": {"fields": ["email", "password"], "name": "acct"}},
+        {"tests.Invoice": {"serializer": "tests.serializers.invoice_summary"}},
+        {"tests.Article": {"status_field": "status", "published_value": "published"}},
+    ],
+)
+def test_models_valid(models):
+    assert settings_errors(with_changes(MODELS=models, ENDPOINTS=[])) == []
+
+
+# --- ENDPOINTS -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        pytest.param(endpoint(), "WEBHOOKS['ENDPOINTS'] must be a list of dicts", id="not-list"),
+        pytest.param([URL], "WEBHOOKS['ENDPOINTS'][0] must be a dict", id="entry-not-dict"),
+        pytest.param(
+            [endpoint(secrets="x")],
+            "WEBHOOKS['ENDPOINTS'][0] has unknown key(s): secrets",
+            id="unknown-key",
+        ),
+        pytest.param(
+            [endpoint(url="ftp://x")],
+            "WEBHOOKS['ENDPOINTS'][0]['url'] must be an absolute http(s) URL, got 'ftp://x'",
+            id="ftp-url",
+        ),
+        pytest.param(
+            [endpoint(url="not a url")],
+            "['url'] must be an absolute http(s) URL, got 'not a url'",
+            id="not-a-url",
+        ),
+        pytest.param(
+            [{"events": ["create"]}],
+            "['url'] must be an absolute http(s) URL, got None",
+            id="missing-url",
+        ),
+        pytest.param(
+            [endpoint(), endpoint()],
+            f"WEBHOOKS['ENDPOINTS'][1] duplicates endpoint '{URL}'",
+            id="duplicate-url",
+        ),
+        pytest.param(
+            [endpoint(name="crm"), endpoint(name="crm", url="https://example.org/")],
+            "WEBHOOKS['ENDPOINTS'][1] duplicates endpoint 'crm'",
+            id="duplicate-name",
+        ),
+        pytest.param(
+            [endpoint(events=["craete"])],
+            "WEBHOOKS['ENDPOINTS'][0]['events']: 'craete' is not a known event name or wildcard",
+            id="unknown-event",
+        ),
+        pytest.param(
+            [endpoint(events=["create", 5])],
+            "WEBHOOKS['ENDPOINTS'][0]['events'] must be a list of strings",
+            id="events-not-strings",
+        ),
+        pytest.param(
+            [endpoint(models=["articles"])],
+            "WEBHOOKS['ENDPOINTS'][0]['models']: 'articles' is not the name of a watched model",
+            id="unknown-model",
+        ),
+        pytest.param(
+            [endpoint(headers="Authorization: x")],
+            "['headers'] must be a dict of header names to values",
+            id="headers-not-dict",
+        ),
+        pytest.param(
+            [endpoint(headers={"Bad Header": "x"})],
+            "WEBHOOKS['ENDPOINTS'][0]['headers']: 'Bad Header' is not a valid header name",
+            id="header-invalid-name",
+        ),
+        pytest.param(
+            [endpoint(headers={"webhook-signature": "v1,forged"})],
+            "'webhook-signature' cannot be set; django-webhooks sends it itself",
+            id="header-reserved-signature",
+        ),
+        pytest.param(
+            [endpoint(headers={"Content-Type": "text/plain"})],
+            "'Content-Type' cannot be set; django-webhooks sends it itself",
+            id="header-reserved-content-type",
+        ),
+        pytest.param(
+            [endpoint(headers={"X-Token": "abc\r\nX-Admin: 1"})],
+            "['headers']['X-Token'] must be a string without CR or LF characters",
+            id="header-crlf",
+        ),
+        pytest.param(
+            [endpoint(headers={"X-Token": "abc\n"})],
+            "must be a string without CR or LF characters",
+            id="header-lf",
+        ),
+        pytest.param(
+            [endpoint(method="GET")],
+            "WEBHOOKS['ENDPOINTS'][0]['method'] must be one of POST, PUT, PATCH",
+            id="method-get",
+        ),
+        pytest.param(
+            [endpoint(timeout=0)],
+            "WEBHOOKS['ENDPOINTS'][0]['timeout'] must be a number of seconds > 0 and <= 60",
+            id="timeout-zero",
+        ),
+        pytest.param(
+            [endpoint(timeout="5")], "['timeout'] must be a number of seconds", id="timeout-str"
+        ),
+        pytest.param(
+            [endpoint(retries=-1)],
+            "WEBHOOKS['ENDPOINTS'][0]['retries'] must be a whole number from 0 to 50",
+            id="retries-negative",
+        ),
+        pytest.param(
+            [endpoint(retries=51)], "['retries'] must be a whole number", id="retries-too-many"
+        ),
+        pytest.param(
+            [endpoint(retries=True)], "['retries'] must be a whole number", id="retries-bool"
+        ),
+        pytest.param(
+            [endpoint(secret="")],
+            "WEBHOOKS['ENDPOINTS'][0]['secret'] must be a non-empty string",
+            id="secret-empty",
+        ),
+        pytest.param(
+            [endpoint(signature_header="bad header")],
+            "WEBHOOKS['ENDPOINTS'][0]['signature_header'] must be a valid HTTP header name, "
+            "got 'bad header'",
+            id="signature-header-invalid",
+        ),
+        pytest.param(
+            [endpoint(signature_header="Webhook-Signature")],
+            "'Webhook-Signature' is a header django-webhooks sends itself",
+            id="signature-header-reserved",
+        ),
+        pytest.param(
+            [endpoint(signature_prefix="sha256=\n")],
+            "WEBHOOKS['ENDPOINTS'][0]['signature_prefix'] must be a string of at most 32 "
+            "characters, no CR/LF",
+            id="signature-prefix-newline",
+        ),
+    ],
+)
+def test_endpoint_errors(endpoints, expected):
+    errors = settings_errors(with_changes(ENDPOINTS=endpoints))
+    assert ids(errors) == ["webhooks_app.E007"]
+    assert expected in errors[0].msg
+
+
+def test_endpoint_timeout_in_milliseconds_hint():
+    errors = settings_errors(with_changes(ENDPOINTS=[endpoint(timeout=5000)]))
+    assert ids(errors) == ["webhooks_app.E007"]
+    assert "['timeout'] must be a number of seconds" in errors[0].msg
+    assert "milliseconds" in (errors[0].hint or "")
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        [endpoint(events=["user.*"])],
+        [endpoint(events=["*"])],
+        [endpoint(events=["create", "publish", "backup.complete", "user.login", "webhook.test"])],
+        [endpoint(models=["article", "account", "user"])],
+        [endpoint(method="put", timeout=0.5, retries=0, secret="s3cret")],
+        [endpoint(headers={"Authorization": "Bearer abc", "X-Tenant": "42"})],
+        [endpoint(signature_header="X-Scalar-Signature", signature_prefix="sha256=")],
+        [endpoint(name="a"), endpoint(name="b")],
+        [],
+    ],
+)
+def test_endpoints_valid(endpoints):
+    assert settings_errors(with_changes(ENDPOINTS=endpoints)) == []
+
+
+# --- EVENTS, USER_EVENTS, USER_SERIALIZER ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        pytest.param(
+            "backup.complete",
+            "WEBHOOKS['EVENTS'] must be a dict of event names to descriptions",
+            id="not-dict",
+        ),
+        pytest.param(
+            {"bad name": "x"},
+            "WEBHOOKS['EVENTS']: 'bad name' is not a valid event name",
+            id="space",
+        ),
+        pytest.param({"backup.": "x"}, "'backup.' is not a valid event name", id="trailing-dot"),
+        pytest.param(
+            {"create": "x"}, "WEBHOOKS['EVENTS']: 'create' is a built-in event name", id="create"
+        ),
+        pytest.param({"publish": "x"}, "'publish' is a built-in event name", id="publish"),
+        pytest.param({"user.login": "x"}, "'user.login' is a built-in event name", id="user"),
+        pytest.param({"webhook.test": "x"}, "'webhook.test' is a built-in", id="test-event"),
+    ],
+)
+def test_events_errors(events, expected):
+    errors = settings_errors(with_changes(EVENTS=events))
+    assert ids(errors) == ["webhooks_app.E019"]
+    assert expected in errors[0].msg
+
+
+def test_events_list_form_is_valid():
+    assert settings_errors(with_changes(EVENTS=["backup.complete", "report.ready"])) == []
+
+
+@pytest.mark.parametrize("user_events", [["user.delete"], "user.create", [1]])
+def test_user_events_errors(user_events):
+    errors = settings_errors(with_changes(USER_EVENTS=user_events))
+    assert ids(errors) == ["webhooks_app.E020"]
+    assert "WEBHOOKS['USER_EVENTS'] must be a list drawn from user.create, user.login" in (
+        errors[0].msg
+    )
+
+
+def test_user_serializer_not_importable():
+    errors = settings_errors(with_changes(USER_SERIALIZER="tests.nowhere.user_data"))
+    assert ids(errors) == ["webhooks_app.E021"]
+    assert "WEBHOOKS['USER_SERIALIZER']: cannot import 'tests.nowhere.user_data'" in errors[0].msg
+
+
+def test_user_serializer_valid():
+    serializer = "tests.serializers.invoice_summary"
+    assert settings_errors(with_changes(USER_SERIALIZER=serializer)) == []
+
+
+# --- RETRY_SCHEDULE ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ([], "must be a non-empty list of seconds >= 0, or a dict"),
+        ([-1], "must be a non-empty list of seconds >= 0"),
+        ([30, "300"], "must be a non-empty list of seconds >= 0"),
+        ([True], "must be a non-empty list of seconds >= 0"),
+        ("60", "must be a non-empty list of seconds >= 0"),
+        ({"initial": "x"}, "has invalid keys or values: {'initial': 'x'}"),
+        ({"foo": 1}, "has invalid keys or values: {'foo': 1}"),
+        ({"factor": 2}, "has invalid keys or values"),
+        ({"initial": 60, "factor": 0.5}, "has invalid keys or values"),
+        ({"initial": 60, "max": -1}, "has invalid keys or values"),
+    ],
+)
+def test_retry_schedule_errors(schedule, expected):
+    errors = settings_errors(with_changes(RETRY_SCHEDULE=schedule))
+    assert ids(errors) == ["webhooks_app.E010"]
+    assert f"WEBHOOKS['RETRY_SCHEDULE'] {expected}" in errors[0].msg
+    assert "[30, 300, 1800]" in (errors[0].hint or "")
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        [0],
+        [30, 300, 1800, 7200],
+        (5, 10),
+        [0.5, 1.5],
+        {"initial": 60},
+        {"initial": 0, "factor": 1},
+        {"initial": 60, "factor": 2, "max": 1800},
+    ],
+)
+def test_retry_schedule_valid(schedule):
+    assert settings_errors(with_changes(RETRY_SCHEDULE=schedule)) == []
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "error_id", "expected"),
+    [
+        ({"TIMEOUT": 0}, "E008", "WEBHOOKS['TIMEOUT'] must be a number of seconds > 0 and <= 60"),
+        ({"TIMEOUT": "5"}, "E008", "WEBHOOKS['TIMEOUT'] must be a number of seconds"),
+        ({"TIMEOUT": True}, "E008", "WEBHOOKS['TIMEOUT'] must be a number of seconds"),
+        ({"TIMEOUT": -1}, "E008", "WEBHOOKS['TIMEOUT'] must be a number of seconds"),
+        ({"RETRIES": -1}, "E009", "WEBHOOKS['RETRIES'] must be a whole number from 0 to 50"),
+        ({"RETRIES": 51}, "E009", "WEBHOOKS['RETRIES'] must be a whole number from 0 to 50"),
+        ({"RETRIES": True}, "E009", "WEBHOOKS['RETRIES'] must be a whole number"),
+        ({"RETRIES": 2.5}, "E009", "WEBHOOKS['RETRIES'] must be a whole number"),
+        ({"RETRY_JITTER": 1.5}, "E011", "WEBHOOKS['RETRY_JITTER'] must be a fraction from 0"),
+        ({"RETRY_JITTER": 1}, "E011", "WEBHOOKS['RETRY_JITTER'] must be a fraction"),
+        ({"RETRY_JITTER": -0.1}, "E011", "WEBHOOKS['RETRY_JITTER'] must be a fraction"),
+        ({"RETRY_JITTER": "0.2"}, "E011", "WEBHOOKS['RETRY_JITTER'] must be a fraction"),
+        (
+            {"SIGNATURE_HEADER": "bad header"},
+            "E012",
+            "WEBHOOKS['SIGNATURE_HEADER'] must be a valid HTTP header name, got 'bad header'",
+        ),
+        ({"SIGNATURE_HEADER": ""}, "E012", "WEBHOOKS['SIGNATURE_HEADER'] must be a valid HTTP"),
+        (
+            {"SIGNATURE_HEADER": "webhook-id"},
+            "E012",
+            "WEBHOOKS['SIGNATURE_HEADER'] 'webhook-id' is a header django-webhooks sends itself",
+        ),
+        (
+            {"SIGNATURE_PREFIX": "sha256=\r\n"},
+            "E013",
+            "WEBHOOKS['SIGNATURE_PREFIX'] must be a string of at most 32 characters, no CR/LF",
+        ),
+        ({"SIGNATURE_PREFIX": "x" * 33}, "E013", "WEBHOOKS['SIGNATURE_PREFIX'] must be"),
+        ({"SIGNATURE_PREFIX": None}, "E013", "WEBHOOKS['SIGNATURE_PREFIX'] must be"),
+        (
+            {"RESPONSE_BODY_LIMIT": -1},
+            "E014",
+            "WEBHOOKS['RESPONSE_BODY_LIMIT'] must be a number of bytes from 0 to 1 MiB",
+        ),
+        ({"RESPONSE_BODY_LIMIT": 2**21}, "E014", "WEBHOOKS['RESPONSE_BODY_LIMIT'] must be"),
+        ({"RESPONSE_BODY_LIMIT": "16384"}, "E014", "WEBHOOKS['RESPONSE_BODY_LIMIT'] must be"),
+        (
+            {"QUEUE": ""},
+            "E015",
+            "WEBHOOKS['QUEUE'] must be None or the name of a django-q2 cluster",
+        ),
+        ({"QUEUE": 5}, "E015", "WEBHOOKS['QUEUE'] must be None or the name"),
+        ({"BATCH_SIZE": 0}, "E016", "WEBHOOKS['BATCH_SIZE'] must be a whole number from 1 to"),
+        ({"BATCH_SIZE": 1001}, "E016", "WEBHOOKS['BATCH_SIZE'] must be a whole number"),
+        ({"BATCH_SIZE": 1.5}, "E016", "WEBHOOKS['BATCH_SIZE'] must be a whole number"),
+        (
+            {"LEASE_SECONDS": 5},
+            "E017",
+            "WEBHOOKS['LEASE_SECONDS'] must be a number of seconds >= 10",
+        ),
+        ({"LEASE_SECONDS": "45"}, "E017", "WEBHOOKS['LEASE_SECONDS'] must be a number"),
+        (
+            # Valid on its own, but a request may outlive the default 45 s lease.
+            {"TIMEOUT": 30},
+            "E017",
+            "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT']",
+        ),
+        (
+            {"LEASE_SECONDS": 15, "TIMEOUT": 10},
+            "E017",
+            "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT']",
+        ),
+        (
+            {"DISPATCH_INTERVAL": 0},
+            "E018",
+            "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds",
+        ),
+        ({"DISPATCH_INTERVAL": 11}, "E018", "WEBHOOKS['DISPATCH_INTERVAL'] must be from"),
+        (
+            {"DISPATCHER_RUN_SECONDS": 1},
+            "E018",
+            "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be from 5 to 300 seconds",
+        ),
+        ({"DISPATCHER_RUN_SECONDS": 301}, "E018", "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be"),
+        (
+            {"RETRY_AFTER_MAX": 0},
+            "E022",
+            "WEBHOOKS['RETRY_AFTER_MAX'] must be a number of seconds >= 1",
+        ),
+        ({"RETRY_AFTER_MAX": "3600"}, "E022", "WEBHOOKS['RETRY_AFTER_MAX'] must be a number"),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, dict) else None,
+)
+def test_scalar_errors(changes, error_id, expected):
+    errors = settings_errors(with_changes(**changes))
+    assert ids(errors) == [f"webhooks_app.{error_id}"]
+    assert expected in errors[0].msg
+
+
+def test_lease_hint_explains_why():
+    (error,) = settings_errors(with_changes(TIMEOUT=30))
+    assert "second worker" in (error.hint or "")
+
+
+def test_timeout_in_milliseconds():
+    # One error: the lease cross-check must not also blame LEASE_SECONDS, which the user
+    # never touched.
+    errors = settings_errors(with_changes(TIMEOUT=5000))
+    assert ids(errors) == ["webhooks_app.E008"]
+    assert "WEBHOOKS['TIMEOUT'] must be a number of seconds > 0 and <= 60" in errors[0].msg
+    assert "Seconds, not milliseconds" in (errors[0].hint or "")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"TIMEOUT": 0.5, "RETRIES": 0, "RETRY_JITTER": 0},
+        {"TIMEOUT": 60, "LEASE_SECONDS": 120},
+        {"SIGNATURE_HEADER": "X-Hub-Signature-256", "SIGNATURE_PREFIX": "sha256="},
+        {"RESPONSE_BODY_LIMIT": 0, "QUEUE": "webhooks", "BATCH_SIZE": 1000},
+        {"DISPATCH_INTERVAL": 0.1, "DISPATCHER_RUN_SECONDS": 300, "RETRY_AFTER_MAX": 1},
+        {"ENABLED": False, "DEBUG": True, "QUEUE": None},
+    ],
+)
+def test_scalars_valid(changes):
+    assert settings_errors(with_changes(**changes)) == []
+
+
+# A wrong *type* in one place must come back as one error, not as an exception (which hides
+# every other check's message) nor as one error per character of a string.
+@pytest.mark.parametrize(
+    ("webhooks", "error_id"),
+    [
+        pytest.param({"ENDPOINTS": [endpoint(events=5)]}, "E007", id="events-int"),
+        pytest.param({"ENDPOINTS": [endpoint(models=True)]}, "E007", id="models-bool"),
+        pytest.param({"ENDPOINTS": [endpoint(events="create")]}, "E007", id="events-str"),
+        pytest.param({"TIMEOUT": 5, 1: "x", "FOO": 2}, "E002", id="mixed-key-types"),
+    ],
+)
+def test_bad_types_are_one_error(webhooks, error_id):
+    assert ids(settings_errors(webhooks)) == [f"webhooks_app.{error_id}"]
+
+
+# --- django-q2 settings --------------------------------------------------------------------
+
+
+def test_django_q_not_installed():
+    apps = [app for app in settings.INSTALLED_APPS if app != "django_q"]
+    with override_settings(INSTALLED_APPS=apps):
+        messages = check_q_cluster()
+    assert ids(messages) == ["webhooks_app.E023"]
+    assert "django_q is not in INSTALLED_APPS" in messages[0].msg
+
+
+def test_django_q_installed_by_app_config_path():
+    apps = [
+        "django_q.apps.DjangoQConfig" if app == "django_q" else app
+        for app in settings.INSTALLED_APPS
+    ]
+    with override_settings(INSTALLED_APPS=apps):
+        assert check_q_cluster() == []
+
+
+def test_middleware_missing():
+    middleware = [m for m in settings.MIDDLEWARE if "WebhookActorMiddleware" not in m]
+    with override_settings(MIDDLEWARE=middleware):
+        messages = check_q_cluster()
+    assert ids(messages) == ["webhooks_app.W001"]
+    assert "WebhookActorMiddleware is not in MIDDLEWARE" in messages[0].msg
+    assert "after AuthenticationMiddleware" in (messages[0].hint or "")
+
+
+def q_cluster_messages(**changes: Any) -> list[CheckMessage]:
+    with override_settings(Q_CLUSTER={**settings.Q_CLUSTER, **changes}):
+        return check_q_cluster()
+
+
+def test_q_cluster_timeout_too_small():
+    # The default DISPATCHER_RUN_SECONDS is 25: a 30 s task timeout leaves no margin.
+    messages = q_cluster_messages(timeout=30)
+    assert ids(messages) == ["webhooks_app.W002"]
+    assert "Q_CLUSTER['timeout'] (30s) does not leave room" in messages[0].msg
+    assert "WEBHOOKS['DISPATCHER_RUN_SECONDS']" in (messages[0].hint or "")
+
+
+def test_q_cluster_timeout_follows_dispatcher_run_seconds():
+    with override_settings(WEBHOOKS=with_changes(DISPATCHER_RUN_SECONDS=120)):
+        messages = check_q_cluster()
+    assert ids(messages) == ["webhooks_app.W002"]
+    assert "dispatcher's run of 120s" in messages[0].msg
+
+
+def test_q_cluster_retry_not_above_timeout():
+    messages = q_cluster_messages(timeout=60, retry=60)
+    assert ids(messages) == ["webhooks_app.W003"]
+    assert "Q_CLUSTER['retry'] (60s) is not longer than its timeout (60s)" in messages[0].msg
+
+
+def test_q_cluster_without_timeout_is_fine():
+    cluster = {key: value for key, value in settings.Q_CLUSTER.items() if key != "timeout"}
+    with override_settings(Q_CLUSTER=cluster):
+        assert check_q_cluster() == []
