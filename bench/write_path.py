@@ -1,0 +1,133 @@
+"""What webhooks cost the code that saves a watched model (no cluster running).
+
+In one process and one database, each round times:
+
+* ``create``: M ``Article.objects.create(...)``, each in autocommit;
+* ``update``: M ``article.save()`` of those rows with a changed title, each in autocommit;
+
+under three configurations:
+
+* ``disabled``: ``WEBHOOKS["ENABLED"] = False`` (the receivers return at once);
+* ``enabled``: one active Webhook subscribed to everything: each save writes an Event, a
+  Delivery and (on commit) a django-q2 ORM-broker message; an update also reads the stored
+  row first, to compute ``previous`` and ``changed_fields``;
+* ``no_subscriber``: enabled, but the only Webhook is inactive: the cost of asking.
+
+Nothing consumes the queue, so deliveries just accumulate, as they would while a cluster is
+down. Rounds alternate the configurations so that drift (other processes on the machine, a
+growing database) hits all of them alike; the median per round is reported.
+
+    PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 3 rounds
+    PYTHONPATH=. .venv/bin/python bench/write_path.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import make_workdir, setup_django
+
+CONFIGS = ("disabled", "enabled", "no_subscriber")
+
+
+def time_creates(m: int, tag: str) -> tuple[float, list[Any]]:
+    from tests.models import Article
+
+    start = time.perf_counter()
+    articles = [
+        Article.objects.create(title=f"{tag} {i}", body="benchmark body " * 8) for i in range(m)
+    ]
+    return time.perf_counter() - start, articles
+
+
+def time_updates(articles: list[Any], tag: str) -> float:
+    start = time.perf_counter()
+    for article in articles:
+        article.title = f"{article.title} {tag}"
+        article.save()
+    return time.perf_counter() - start
+
+
+def run(m: int, rounds: int) -> dict[str, Any]:
+    workdir = make_workdir()
+    setup_django(workdir)
+
+    from django.conf import settings
+    from django.test import override_settings
+
+    from webhooks_app.models import Delivery, Webhook
+
+    webhook = Webhook.objects.create(name="bench", url="http://127.0.0.1:9/never-called")
+    enabled_settings = dict(settings.WEBHOOKS)
+    variants = {
+        "disabled": enabled_settings | {"ENABLED": False},
+        "enabled": enabled_settings,
+        "no_subscriber": enabled_settings,
+    }
+    samples: dict[str, dict[str, list[float]]] = {
+        config: {"create": [], "update": []} for config in CONFIGS
+    }
+    # One untimed pass fills caches (registry, subscriptions sync, prepared statements).
+    time_updates(time_creates(min(50, m), "warmup")[1], "warm")
+
+    for round_no in range(rounds):
+        for config in CONFIGS:
+            Webhook.objects.filter(pk=webhook.pk).update(is_active=config != "no_subscriber")
+            with override_settings(WEBHOOKS=variants[config]):
+                tag = f"r{round_no}-{config}"
+                before = Delivery.objects.count()
+                created_s, articles = time_creates(m, tag)
+                updated_s = time_updates(articles, "u")
+                queued = Delivery.objects.count() - before
+            samples[config]["create"].append(created_s / m * 1e6)
+            samples[config]["update"].append(updated_s / m * 1e6)
+            print(
+                f"round {round_no + 1} {config:>13}: create {created_s / m * 1e6:7.0f} µs/save, "
+                f"update {updated_s / m * 1e6:7.0f} µs/save, {queued} deliveries queued",
+                flush=True,
+            )
+
+    results: dict[str, Any] = {"m": m, "rounds": rounds, "us_per_save": {}}
+    for config in CONFIGS:
+        results["us_per_save"][config] = {
+            op: statistics.median(values) for op, values in samples[config].items()
+        }
+    base = results["us_per_save"]["disabled"]
+    print(f"\nmedian of {rounds} rounds, M={m} saves each (µs per save, autocommit):")
+    print(f"{'':>14} {'create':>8} {'ratio':>6} {'update':>8} {'ratio':>6}")
+    for config in CONFIGS:
+        row = results["us_per_save"][config]
+        results.setdefault("ratio", {})[config] = {
+            op: row[op] / base[op] for op in ("create", "update")
+        }
+        print(
+            f"{config:>14} {row['create']:8.0f} {row['create'] / base['create']:6.2f} "
+            f"{row['update']:8.0f} {row['update'] / base['update']:6.2f}"
+        )
+    results["workdir"] = str(workdir)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Per-save cost of webhooks on the caller.")
+    parser.add_argument("--m", "--n", dest="m", type=int, default=2000, help="saves per timing")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run: M=300, 1 round")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    m, rounds = (300, 1) if args.quick else (args.m, args.rounds)
+    results = run(m, rounds)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
