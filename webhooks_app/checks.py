@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 
 from webhooks_app import registry
 from webhooks_app.conf import DEFAULTS, app_settings
+from webhooks_app.delivery import PROTECTED_HEADERS
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 ENDPOINT_KEYS = frozenset(
@@ -41,18 +42,6 @@ ENDPOINT_KEYS = frozenset(
 METHODS = ("POST", "PUT", "PATCH")
 MAX_TIMEOUT = 60.0
 MAX_RETRIES = 50
-RESERVED_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "host",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "transfer-encoding",
-    }
-)
 
 _validate_url = URLValidator(schemes=["http", "https"])
 
@@ -210,7 +199,7 @@ def check_headers(where: str, headers: Any, number: int = 7) -> list[CheckMessag
     for name, value in headers.items():
         if not isinstance(name, str) or not HEADER_NAME.match(name):
             errors.append(_error(number, f"{where}: {name!r} is not a valid header name."))
-        elif name.lower() in RESERVED_HEADERS:
+        elif name.lower() in PROTECTED_HEADERS:
             errors.append(
                 _error(
                     number,
@@ -323,7 +312,7 @@ def _check_endpoints() -> list[CheckMessage]:
 def _check_signature_header(number: int, where: str, value: Any) -> list[CheckMessage]:
     if not isinstance(value, str) or not HEADER_NAME.match(value):
         return [_error(number, f"{where} must be a valid HTTP header name, got {value!r}.")]
-    if value.lower() in RESERVED_HEADERS:
+    if value.lower() in PROTECTED_HEADERS:
         return [_error(number, f"{where} {value!r} is a header django-webhooks sends itself.")]
     return []
 
