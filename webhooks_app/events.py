@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ def emit(
     webhooks: Sequence[Webhook] | None = None,
     trigger: str = Trigger.AUTOMATIC,
     using: str | None = None,
+    queue: bool = True,
 ) -> Event | None:
     """Record an event and what must be delivered, in the caller's transaction.
 
@@ -48,6 +50,7 @@ def emit(
     goes to every active webhook subscribed to it, or only to ``webhooks`` when given (test
     sends). Nothing is written and ``None`` is returned when webhooks are disabled or nobody
     subscribed. Delivery starts after the transaction commits; a rollback sends nothing.
+    ``queue=False`` leaves the attempt to the caller (see ``create_deliveries``).
     """
     if not app_settings.ENABLED:
         return None
@@ -78,24 +81,43 @@ def emit(
     }
     event.body = dumps(envelope)
 
-    # The new rows are leased to the on-commit enqueue below; if that message never reaches a
-    # worker, the lease runs out and the dispatcher picks the rows up.
-    batch = tasks.batch_for_transaction(using)
-    lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
     with transaction.atomic(using=using):
         event.save(force_insert=True, using=using)
-        deliveries = Delivery.objects.using(using).bulk_create(
-            Delivery(
-                event=event,
-                webhook=webhook,
-                status=DeliveryStatus.PENDING,
-                max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
-                next_attempt_at=lease_until,
-                next_trigger=trigger,
-                lease_token=batch.lease_token,
-                created_at=now,
-            )
-            for webhook in targets
-        )
-    batch.add([delivery.pk for delivery in deliveries])
+        create_deliveries(event, targets, trigger=trigger, using=using, queue=queue)
     return event
+
+
+def create_deliveries(
+    event: Event,
+    webhooks: Sequence[Webhook],
+    *,
+    trigger: str = Trigger.AUTOMATIC,
+    using: str = DEFAULT_DB_ALIAS,
+    queue: bool = True,
+) -> list[Delivery]:
+    """One pending Delivery of ``event`` per webhook, handed to the workers on commit.
+
+    The new rows are leased to this transaction's batch; if its queue message never reaches a
+    worker, the lease runs out and the dispatcher picks the rows up. With ``queue=False`` the
+    caller attempts them itself (``delivery.deliver(ids, lease_token)``), as a test send does.
+    """
+    now = timezone.now()
+    batch = tasks.batch_for_transaction(using) if queue else None
+    lease_token = batch.lease_token if batch else uuid.uuid4().hex
+    lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
+    deliveries = Delivery.objects.using(using).bulk_create(
+        Delivery(
+            event=event,
+            webhook=webhook,
+            status=DeliveryStatus.PENDING,
+            max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
+            next_attempt_at=lease_until,
+            next_trigger=trigger,
+            lease_token=lease_token,
+            created_at=now,
+        )
+        for webhook in webhooks
+    )
+    if batch:
+        batch.add([delivery.pk for delivery in deliveries])
+    return deliveries

@@ -1,0 +1,145 @@
+"""The operations the API, the admin and the commands share."""
+
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from tests.factories import ArticleFactory, WebhookFactory
+from tests.receiver import Response
+from webhooks_app import operations, signing
+from webhooks_app.models import Delivery, DeliveryStatus, Event
+
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
+
+
+@pytest.fixture
+def failed_delivery(webhook, receiver, django_capture_on_commit_callbacks, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RETRIES": 0}
+    webhook.retries = 0
+    webhook.save()
+    receiver.queue(Response(500))
+    with django_capture_on_commit_callbacks(execute=True):
+        ArticleFactory()
+    row = Delivery.objects.get()
+    assert row.status == DeliveryStatus.FAILED
+    return row
+
+
+def test_send_test_attempts_now_and_records_it(webhook, receiver):
+    attempt = operations.send_test(webhook, data={"hello": "world"})
+
+    (request,) = receiver.requests
+    assert attempt.response_status == 200
+    assert attempt.trigger == "test"
+    assert request.json["event"] == "webhook.test"
+    assert request.json["data"] == {"hello": "world"}
+    signing.verify_standard(webhook.secret, request.headers, request.body)
+    assert attempt.delivery.status == DeliveryStatus.SUCCEEDED
+    assert Delivery.objects.get().attempts == 1
+
+
+def test_send_test_reaches_a_disabled_webhook_and_reports_failure(webhook, receiver):
+    operations.disable(webhook, "paused")
+    receiver.queue(Response(503, b"down"))
+
+    attempt = operations.send_test(webhook, event_name="backup.complete")
+
+    assert attempt.response_status == 503
+    assert attempt.response_body == "down"
+    assert attempt.outcome == "failed"
+    assert Delivery.objects.get().status == DeliveryStatus.FAILED
+
+
+def test_retry_gives_a_failed_delivery_one_more_attempt(
+    failed_delivery, receiver, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operations.retry_deliveries(Delivery.objects.all()) == 1
+
+    failed_delivery.refresh_from_db()
+    assert failed_delivery.status == DeliveryStatus.SUCCEEDED
+    assert failed_delivery.attempts == 2
+    assert [a.trigger for a in failed_delivery.attempts_log.all()] == ["automatic", "manual"]
+    first, second = receiver.requests
+    assert first.body == second.body
+
+
+def test_retry_leaves_deliveries_in_flight_alone(webhook, monkeypatch):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    ArticleFactory()
+    row = Delivery.objects.get()
+
+    assert operations.retry_deliveries([row]) == 0
+    row.refresh_from_db()
+    assert row.next_trigger == "automatic"
+
+
+def test_recover_resends_failed_deliveries_in_the_window(
+    failed_delivery, django_capture_on_commit_callbacks
+):
+    now = timezone.now()
+    webhook = failed_delivery.webhook
+    old = Delivery.objects.create(
+        event=failed_delivery.event,
+        webhook=webhook,
+        status=DeliveryStatus.FAILED,
+        created_at=now - datetime.timedelta(days=3),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = operations.recover(webhook, since=now - datetime.timedelta(hours=1))
+
+    assert queued == 1
+    old.refresh_from_db()
+    assert old.status == DeliveryStatus.FAILED
+    with pytest.raises(operations.OperationError, match="until"):
+        operations.recover(webhook, since=now, until=now - datetime.timedelta(seconds=1))
+
+
+def test_redeliver_event_goes_to_every_subscriber_now(
+    webhook, receiver, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        ArticleFactory()
+    second = WebhookFactory(url=receiver.url)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operations.redeliver_event(Event.objects.get()) == 2
+
+    assert {d.webhook_id for d in Delivery.objects.filter(next_trigger="automatic")} >= {second.pk}
+    assert len(receiver.wait_for(3)) == 3
+    ids = {request.header("webhook-id") for request in receiver.requests}
+    assert len(ids) == 1
+
+
+def test_rotate_secret_keeps_the_old_one_signing_for_the_grace_period(webhook, receiver):
+    old = webhook.secret
+    new = operations.rotate_secret(webhook, grace=datetime.timedelta(hours=1))
+    operations.send_test(webhook)
+
+    (request,) = receiver.requests
+    assert new != old
+    assert new.startswith("whsec_")
+    assert len(request.header("webhook-signature").split()) == 2
+    signing.verify_standard(new, request.headers, request.body)
+    signing.verify_standard(old, request.headers, request.body)
+
+
+def test_rotate_secret_bounds_and_managed_webhooks(webhook):
+    with pytest.raises(operations.OperationError, match="7 days"):
+        operations.rotate_secret(webhook, grace=datetime.timedelta(days=8))
+    webhook.managed_by_settings = True
+    with pytest.raises(operations.OperationError, match="settings"):
+        operations.rotate_secret(webhook)
+
+
+def test_enable_clears_the_reason_and_failure_count(webhook):
+    operations.disable(webhook, "Too many failures")
+    webhook.consecutive_failures = 9
+    operations.enable(webhook)
+
+    webhook.refresh_from_db()
+    assert webhook.is_active
+    assert webhook.disabled_reason == ""
+    assert webhook.consecutive_failures == 0

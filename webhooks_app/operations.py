@@ -1,0 +1,176 @@
+"""What operators and integrators do to webhooks and deliveries, in one place.
+
+The REST API, the admin and the management commands all call these functions, so a retry
+from the admin and a retry through the API are the same retry.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from webhooks_app import delivery, signing, subscriptions, tasks
+from webhooks_app.conf import app_settings
+from webhooks_app.events import create_deliveries, emit
+from webhooks_app.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Event,
+    Trigger,
+    Webhook,
+)
+from webhooks_app.registry import TEST_EVENT
+
+MAX_ROTATION_GRACE = datetime.timedelta(days=7)
+DEFAULT_ROTATION_GRACE = datetime.timedelta(hours=24)
+
+
+class OperationError(ValueError):
+    """A request that cannot be carried out; the message says why, for the user."""
+
+
+def send_test(
+    webhook: Webhook,
+    *,
+    event_name: str = TEST_EVENT,
+    data: Any = None,
+    model: str = "",
+    user: Any = None,
+) -> DeliveryAttempt:
+    """Send one event to this webhook now, in this thread, and return the attempt.
+
+    The event and delivery are recorded like any other (trigger ``test``, one attempt), so the
+    test shows up in the delivery log. Works for disabled webhooks too: testing an endpoint
+    is how one finds out whether to enable it again.
+    """
+    payload = {"message": "Test event from django-webhooks."} if data is None else data
+    with transaction.atomic():
+        event = emit(
+            event_name,
+            data=payload,
+            model=model,
+            user=user,
+            webhooks=[webhook],
+            trigger=Trigger.TEST,
+            queue=False,
+        )
+    if event is None:
+        raise OperationError("Webhooks are disabled (WEBHOOKS['ENABLED'] is False).")
+    row = event.deliveries.get()
+    # A disabled webhook's delivery would be skipped; a test is attempted regardless.
+    row.webhook = webhook
+    attempt = delivery.attempt_delivery(row, webhook)
+    row.save()
+    attempt.save()
+    return attempt
+
+
+def retry_deliveries(deliveries: QuerySet[Delivery] | Iterable[Delivery]) -> int:
+    """Attempt these deliveries again, now; returns how many were queued.
+
+    A settled delivery (failed, succeeded, skipped) gets exactly one more attempt (trigger
+    ``manual``): if it fails again it is failed again, as GitHub's "Redeliver" does. A pending
+    delivery waiting for its next automatic retry is attempted now and keeps its remaining
+    retries. A delivery a worker holds right now is left alone.
+    """
+    if isinstance(deliveries, QuerySet):
+        queryset = deliveries
+    else:
+        queryset = Delivery.objects.filter(pk__in=[d.pk for d in deliveries])
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
+    with transaction.atomic():
+        rows = queryset.exclude(status=DeliveryStatus.PENDING, lease_token__gt="").values_list(
+            "pk", "status", "attempts", "max_attempts"
+        )
+        by_new_max: dict[int, list[int]] = {}
+        for pk, status, attempts, max_attempts in rows:
+            new_max = max_attempts if status == DeliveryStatus.PENDING else attempts + 1
+            by_new_max.setdefault(new_max, []).append(pk)
+        queued: list[int] = []
+        for new_max, pks in by_new_max.items():
+            Delivery.objects.filter(pk__in=pks).exclude(
+                status=DeliveryStatus.PENDING, lease_token__gt=""
+            ).update(
+                status=DeliveryStatus.PENDING,
+                max_attempts=new_max,
+                next_attempt_at=lease_until,
+                next_trigger=Trigger.MANUAL,
+                lease_token=token,
+                completed_at=None,
+            )
+            queued.extend(pks)
+
+        def hand_over() -> None:
+            tasks.enqueue_deliveries(queued, token)
+
+        if queued:
+            transaction.on_commit(hand_over, robust=True)
+    return len(queued)
+
+
+def recover(
+    webhook: Webhook, since: datetime.datetime, until: datetime.datetime | None = None
+) -> int:
+    """Re-send every failed delivery of ``webhook`` created in ``[since, until)``."""
+    if until is not None and until <= since:
+        raise OperationError("'until' must be later than 'since'.")
+    failed = Delivery.objects.filter(
+        webhook=webhook, status=DeliveryStatus.FAILED, created_at__gte=since
+    )
+    if until is not None:
+        failed = failed.filter(created_at__lt=until)
+    return retry_deliveries(failed)
+
+
+def redeliver_event(event: Event) -> int:
+    """Send an event again to every active webhook subscribed to it now; returns how many."""
+    with transaction.atomic():
+        targets = subscriptions.subscribed_webhooks(event.name, event.model, using="default")
+        created = create_deliveries(event, targets, trigger=Trigger.MANUAL)
+    return len(created)
+
+
+def rotate_secret(webhook: Webhook, *, grace: datetime.timedelta = DEFAULT_ROTATION_GRACE) -> str:
+    """Give the webhook a new secret; the old one keeps signing alongside it for ``grace``.
+
+    Returns the new secret (shown once). Rotating again during a grace period drops the
+    oldest secret: at most two sign at a time.
+    """
+    if grace < datetime.timedelta(0) or grace > MAX_ROTATION_GRACE:
+        raise OperationError("The grace period must be between 0 and 7 days.")
+    if webhook.managed_by_settings:
+        raise OperationError("This webhook's secret is set in settings.WEBHOOKS['ENDPOINTS'].")
+    new_secret = signing.generate_secret()
+    webhook.previous_secret = webhook.secret
+    webhook.previous_secret_expires_at = timezone.now() + grace
+    webhook.secret = new_secret
+    webhook.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+    return new_secret
+
+
+def enable(webhook: Webhook) -> None:
+    """Start sending to the webhook again, with a clean failure count."""
+    webhook.is_active = True
+    webhook.disabled_reason = ""
+    webhook.disabled_at = None
+    webhook.consecutive_failures = 0
+    webhook.save(
+        update_fields=["is_active", "disabled_reason", "disabled_at", "consecutive_failures"]
+    )
+
+
+def disable(webhook: Webhook, reason: str = "Disabled by an operator.") -> None:
+    """Stop sending to the webhook; its pending deliveries are skipped when they come due."""
+    webhook.is_active = False
+    webhook.disabled_reason = reason[:500]
+    webhook.disabled_at = timezone.now()
+    webhook.save(update_fields=["is_active", "disabled_reason", "disabled_at"])
