@@ -93,6 +93,13 @@ class Webhook(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Resending is a separate right from looking: a read-only operator can inspect
+        # deliveries without being able to send anything.
+        permissions = [
+            ("test_webhook", "Can send test events to webhooks"),
+            ("recover_webhook", "Can recover failed deliveries of webhooks"),
+            ("rotate_webhook_secret", "Can rotate webhook secrets"),
+        ]
         indexes = [
             models.Index(fields=["is_active"], name="webhooks_active_idx"),
             models.Index(fields=["owner", "-created_at"], name="webhooks_owner_idx"),
@@ -216,6 +223,7 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [("retry_delivery", "Can retry deliveries")]
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due_idx"),
