@@ -296,21 +296,7 @@ class _Recorder:
         disabled_now: list[int] = []
         with transaction.atomic():
             DeliveryAttempt.objects.bulk_create(self.attempts)
-            Delivery.objects.bulk_update(
-                self.deliveries,
-                [
-                    "status",
-                    "attempts",
-                    "next_attempt_at",
-                    "next_trigger",
-                    "lease_token",
-                    "last_attempt_at",
-                    "last_status_code",
-                    "last_error",
-                    "completed_at",
-                    "max_attempts",
-                ],
-            )
+            _write_outcomes(self.deliveries)
             for webhook_id, results in self.webhook_results.items():
                 self._update_webhook_stats(webhook_id, results, now)
             for webhook_id, reason in self.disabled.items():
@@ -338,6 +324,37 @@ class _Recorder:
         Webhook.objects.filter(pk=webhook_id).update(
             consecutive_failures=failures, last_delivery_at=now, last_delivery_status=status
         )
+
+
+# Written per group of rows with equal values; the per-row timestamps go separately.
+_OUTCOME_FIELDS = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "next_trigger",
+    "lease_token",
+    "last_status_code",
+    "last_error",
+)
+
+
+def _write_outcomes(deliveries: list[Delivery]) -> None:
+    """Save what ``deliver`` changed on these rows.
+
+    Nearly every row of a batch ends alike (succeeded, lease cleared, no error), so one
+    ``UPDATE ... WHERE id IN (...)`` per distinct outcome replaces ``bulk_update``'s
+    per-row, per-field ``CASE`` expressions, which cost half a worker's time
+    (bench/worker_path.py).
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for row in deliveries:
+        key = tuple(getattr(row, name) for name in _OUTCOME_FIELDS)
+        groups.setdefault(key, []).append(row.pk)
+    for values, pks in groups.items():
+        Delivery.objects.filter(pk__in=pks).update(
+            **dict(zip(_OUTCOME_FIELDS, values, strict=True))
+        )
+    Delivery.objects.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
 
 
 def deliver(ids: list[int], lease_token: str) -> int:
