@@ -109,6 +109,8 @@ def create_deliveries(
         Delivery(
             event=event,
             webhook=webhook,
+            event_name=event.name,
+            event_model=event.model,
             status=DeliveryStatus.PENDING,
             max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
             next_attempt_at=lease_until,

@@ -1,0 +1,389 @@
+"""Webhooks: health at a glance in the list; test, enable, disable, rotate and recover."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_POST
+
+from webhooks_app import operations, signing, stats
+from webhooks_app.admin.common import has_perm, pretty_json, status_badge
+from webhooks_app.models import Delivery, Webhook
+
+RECENT_DELIVERIES = 20
+GRACE_CHOICES = [
+    ("0", "none: the old secret stops working now"),
+    ("3600", "1 hour"),
+    ("86400", "24 hours"),
+    ("604800", "7 days"),
+]
+
+
+class RecoverForm(forms.Form):
+    since = forms.DateTimeField(
+        help_text="Re-send failed deliveries created at or after this time (UTC).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    until = forms.DateTimeField(
+        required=False,
+        help_text="Optional end of the window (UTC); empty means up to now.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+
+class RotateForm(forms.Form):
+    grace = forms.ChoiceField(
+        choices=GRACE_CHOICES,
+        initial="86400",
+        label="Old secret keeps signing for",
+        help_text="Both secrets sign every request until then, so receivers can switch over.",
+    )
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "url",
+        "state",
+        "success_rate",
+        "consecutive_failures",
+        "last_delivery",
+    ]
+    list_filter = ["is_active", "managed_by_settings", "last_delivery_status", "method"]
+    search_fields = ["name", "url"]
+    list_select_related = ["owner"]
+    actions = ["send_test_event", "enable", "disable", "rotate_secret", "recover_failed"]
+    change_form_template = "admin/webhooks_app/webhook/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "url", "is_active", "state", "owner"]}),
+        ("Subscriptions", {"fields": ["events", "models"]}),
+        (
+            "Request",
+            {
+                "fields": [
+                    "method",
+                    "headers",
+                    "timeout",
+                    "retries",
+                    "signature_header",
+                    "signature_prefix",
+                    "masked_secret",
+                ]
+            },
+        ),
+        (
+            "Health",
+            {
+                "fields": [
+                    "consecutive_failures",
+                    "last_delivery_at",
+                    "last_delivery_status",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
+        ("Declared in settings", {"fields": ["declaration"], "classes": ["collapse"]}),
+        ("Recent deliveries", {"fields": ["recent_deliveries"]}),
+    ]
+    computed = [
+        "state",
+        "masked_secret",
+        "declaration",
+        "recent_deliveries",
+        "consecutive_failures",
+        "last_delivery_at",
+        "last_delivery_status",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Webhook]:
+        since = timezone.now() - datetime.timedelta(hours=24)
+        return stats.with_success_rate(super().get_queryset(request), since)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and obj.managed_by_settings:
+            # settings.WEBHOOKS["ENDPOINTS"] is the source of truth; sync would undo edits.
+            return [str(f) for _, options in self.fieldsets for f in options["fields"]]
+        return list(self.computed)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return [(None, {"fields": ["name", "url", "events", "models", "method", "headers"]})]
+        if not obj.managed_by_settings:
+            return [fs for fs in self.fieldsets if fs[0] != "Declared in settings"]
+        return self.fieldsets
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.managed_by_settings:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_test_permission(self, request: HttpRequest) -> bool:
+        return has_perm(request, "test_webhook")
+
+    def has_recover_permission(self, request: HttpRequest) -> bool:
+        return has_perm(request, "recover_webhook")
+
+    def has_rotate_permission(self, request: HttpRequest) -> bool:
+        return has_perm(request, "rotate_webhook_secret")
+
+    # --- columns ---------------------------------------------------------------------------
+
+    @admin.display(description="state", ordering="is_active")
+    def state(self, obj: Webhook) -> SafeString:
+        if obj.is_active:
+            return mark_safe('<span style="color:#1a7f37;font-weight:600">active</span>')
+        return format_html(
+            '<span style="color:#cf222e;font-weight:600">disabled</span> <small>{}</small>',
+            obj.disabled_reason,
+        )
+
+    @admin.display(description="success 24 h")
+    def success_rate(self, obj: Webhook) -> str:
+        settled = getattr(obj, "settled_24h", 0)
+        rate = stats.success_rate(getattr(obj, "succeeded_24h", 0), settled)
+        return "—" if rate is None else f"{rate:.0%} of {settled}"
+
+    @admin.display(description="last delivery", ordering="last_delivery_at")
+    def last_delivery(self, obj: Webhook) -> SafeString | str:
+        if obj.last_delivery_at is None:
+            return "—"
+        return format_html(
+            "{} {}",
+            status_badge(obj.last_delivery_status),
+            timezone.localtime(obj.last_delivery_at).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+
+    @admin.display(description="secret")
+    def masked_secret(self, obj: Webhook) -> str:
+        text = signing.mask_secret(obj.secret)
+        if obj.previous_secret and obj.previous_secret_expires_at:
+            until = obj.previous_secret_expires_at
+            text += f" (the previous secret signs until {until:%Y-%m-%d %H:%M} UTC)"
+        return text
+
+    @admin.display(description="declaration")
+    def declaration(self, obj: Webhook) -> SafeString:
+        declared = dict(obj.settings_declaration or {})
+        if "secret" in declared:
+            declared["secret"] = signing.mask_secret(str(declared["secret"]))
+        return pretty_json(declared)
+
+    @admin.display(description="latest")
+    def recent_deliveries(self, obj: Webhook) -> SafeString:
+        rows = (
+            Delivery.objects.filter(webhook=obj)
+            .select_related("event")
+            .defer("event__body")
+            .order_by("-created_at", "-id")[:RECENT_DELIVERIES]
+        )
+        body = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:webhooks_app_delivery_change", args=[row.pk]),
+                    row.pk,
+                    status_badge(row.status),
+                    row.event.name,
+                    row.last_status_code or row.last_error[:60] or "—",
+                    timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                )
+                for row in rows
+            ),
+        )
+        all_url = f"{reverse('admin:webhooks_app_delivery_changelist')}?webhook__id__exact={obj.pk}"
+        return format_html(
+            '<table id="webhooks-recent"><thead><tr><th>id</th><th>status</th><th>event</th>'
+            "<th>response</th><th>created</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">All deliveries of this webhook</a></p>',
+            body or mark_safe('<tr><td colspan="5">None yet.</td></tr>'),
+            all_url,
+        )
+
+    # --- actions ---------------------------------------------------------------------------
+
+    @admin.action(description="Send a test event", permissions=["test"])
+    def send_test_event(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        for webhook in queryset:
+            send_test_and_report(request, webhook)
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        for webhook in queryset:
+            operations.enable(webhook)
+        messages.success(request, f"Enabled {len(queryset)} webhook(s).")
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        reason = f"Disabled by {request.user} in the admin."
+        for webhook in queryset:
+            operations.disable(webhook, reason)
+        messages.success(request, f"Disabled {len(queryset)} webhook(s).")
+
+    @admin.action(description="Rotate secret…", permissions=["rotate"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> HttpResponse:
+        return self._rotate(request, list(queryset), action="rotate_secret")
+
+    @admin.action(description="Recover failed deliveries…", permissions=["recover"])
+    def recover_failed(
+        self, request: HttpRequest, queryset: QuerySet[Webhook]
+    ) -> HttpResponse | None:
+        return self._recover(request, list(queryset), action="recover_failed")
+
+    # --- buttons on the change page -----------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<int:pk>/send-test/",
+                view(require_POST(self.send_test_view)),
+                name="webhooks_app_webhook_send_test",
+            ),
+            path(
+                "<int:pk>/rotate-secret/",
+                view(self.rotate_view),
+                name="webhooks_app_webhook_rotate",
+            ),
+            path("<int:pk>/recover/", view(self.recover_view), name="webhooks_app_webhook_recover"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "can_test": self.has_test_permission(request),
+            "can_rotate": self.has_rotate_permission(request),
+            "can_recover": self.has_recover_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def _object(self, request: HttpRequest, pk: int, allowed: bool) -> Webhook:
+        if not allowed:
+            raise PermissionDenied
+        return get_object_or_404(Webhook, pk=pk)
+
+    def _back(self, webhook: Webhook) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:webhooks_app_webhook_change", args=[webhook.pk]))
+
+    def send_test_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        webhook = self._object(request, pk, self.has_test_permission(request))
+        send_test_and_report(request, webhook)
+        return self._back(webhook)
+
+    def rotate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        webhook = self._object(request, pk, self.has_rotate_permission(request))
+        return self._rotate(request, [webhook])
+
+    def recover_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        webhook = self._object(request, pk, self.has_recover_permission(request))
+        return self._recover(request, [webhook]) or self._back(webhook)
+
+    # --- the two intermediate pages ------------------------------------------------------------
+
+    def _page(
+        self, request: HttpRequest, template: str, webhooks: list[Webhook], **context: Any
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"admin/webhooks_app/webhook/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "webhooks": webhooks,
+                "selected": [w.pk for w in webhooks],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                **context,
+            },
+        )
+
+    def _recover(
+        self, request: HttpRequest, webhooks: list[Webhook], action: str = ""
+    ) -> TemplateResponse | None:
+        applying = request.method == "POST" and "apply" in request.POST
+        initial = {"since": timezone.now() - datetime.timedelta(hours=24)}
+        form = RecoverForm(request.POST if applying else None, initial=initial)
+        if applying and form.is_valid():
+            since, until = form.cleaned_data["since"], form.cleaned_data["until"]
+            try:
+                queued = sum(operations.recover(hook, since, until) for hook in webhooks)
+            except operations.OperationError as exc:
+                form.add_error("until", str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Queued {queued} failed deliver{'y' if queued == 1 else 'ies'} of "
+                    f"{len(webhooks)} webhook(s) created since {since:%Y-%m-%d %H:%M} UTC.",
+                )
+                return None
+        return self._page(
+            request,
+            "recover.html",
+            webhooks,
+            form=form,
+            action=action,
+            title="Recover failed deliveries",
+        )
+
+    def _rotate(
+        self, request: HttpRequest, webhooks: list[Webhook], action: str = ""
+    ) -> TemplateResponse:
+        applying = request.method == "POST" and "apply" in request.POST
+        form = RotateForm(request.POST if applying else None)
+        if applying and form.is_valid():
+            grace = datetime.timedelta(seconds=int(form.cleaned_data["grace"]))
+            results: list[tuple[Webhook, str, str]] = []
+            for hook in webhooks:
+                try:
+                    results.append((hook, operations.rotate_secret(hook, grace=grace), ""))
+                except operations.OperationError as exc:
+                    results.append((hook, "", str(exc)))
+            response = self._page(
+                request, "rotate_done.html", webhooks, results=results, title="New secrets"
+            )
+            # The new secret is shown this once: never cached, never put in a message cookie.
+            response["Cache-Control"] = "no-store"
+            return response
+        return self._page(
+            request, "rotate.html", webhooks, form=form, action=action, title="Rotate secrets"
+        )
+
+
+def send_test_and_report(request: HttpRequest, webhook: Webhook) -> None:
+    try:
+        attempt = operations.send_test(webhook, user=request.user)
+    except operations.OperationError as exc:
+        messages.error(request, f"{webhook}: {exc}")
+        return
+    if attempt.response_status is not None:
+        result = f"HTTP {attempt.response_status}"
+    else:
+        result = f"{attempt.error_class}: {attempt.error_message[:200]}"
+    text = f"Test event to {webhook}: {result} in {attempt.duration_ms} ms."
+    if attempt.outcome == attempt.Outcome.SUCCEEDED:
+        messages.success(request, text)
+    else:
+        messages.error(request, text)

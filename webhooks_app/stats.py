@@ -1,0 +1,175 @@
+"""Read-only numbers about delivery health, shared by the admin and the management commands.
+
+Every query here is bounded by an index: a time window on ``created_at`` / ``started_at`` or
+the dispatcher's ``(status, next_attempt_at)`` index, never a scan of the whole table, so the
+pages and commands that use them stay fast with millions of deliveries.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, IntegerField, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook
+
+SETTLED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED)
+FAILED_OUTCOMES = (
+    DeliveryAttempt.Outcome.FAILED,
+    DeliveryAttempt.Outcome.RETRYING,
+    DeliveryAttempt.Outcome.DISABLED,
+)
+
+
+def _count_subquery(since: datetime.datetime, condition: Q) -> Coalesce:
+    """A webhook's deliveries since ``since`` matching ``condition``, as a correlated
+    subquery. ``condition`` is a COUNT filter, not a WHERE: with only the webhook and the time
+    in the WHERE, the ``(webhook, -created_at)`` index is the one plan there is."""
+    counted = (
+        Delivery.objects.filter(webhook=OuterRef("pk"), created_at__gte=since)
+        .order_by()
+        .values("webhook")
+        .annotate(n=Count("pk", filter=condition))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def with_success_rate(queryset: QuerySet[Webhook], since: datetime.datetime) -> QuerySet[Webhook]:
+    """Annotate ``settled_24h`` and ``succeeded_24h``: deliveries created since ``since``."""
+    return queryset.annotate(
+        settled_24h=_count_subquery(since, Q(status__in=SETTLED)),
+        succeeded_24h=_count_subquery(since, Q(status=DeliveryStatus.SUCCEEDED)),
+    )
+
+
+def success_rate(succeeded: int, settled: int) -> float | None:
+    return None if not settled else succeeded / settled
+
+
+def status_counts(since: datetime.datetime) -> dict[str, int]:
+    """Deliveries created since ``since``, by status (one index range scan per status)."""
+    return {
+        status: Delivery.objects.filter(status=status, created_at__gte=since).count()
+        for status in DeliveryStatus.values
+    }
+
+
+@dataclass
+class Series:
+    webhook_id: int
+    label: str
+    # (bucket start, succeeded, settled) per hour that had settled deliveries.
+    points: list[tuple[datetime.datetime, int, int]] = field(default_factory=list)
+
+
+def success_over_time(
+    since: datetime.datetime,
+    until: datetime.datetime,
+    bucket: datetime.timedelta,
+    limit: int = 8,
+) -> list[Series]:
+    """Per-webhook success per ``bucket`` in ``[since, until)``, for the ``limit`` busiest.
+
+    One query per bucket, each a range of the ``created_at`` index grouped by webhook: no
+    per-row date truncation (a Python function per row on SQLite), so a week of a busy site
+    is read in well under a second.
+    """
+    by_webhook: dict[int, Series] = {}
+    start = since
+    while start < until:
+        end = min(start + bucket, until)
+        rows = (
+            Delivery.objects.filter(created_at__gte=start, created_at__lt=end, status__in=SETTLED)
+            .order_by()
+            .values("webhook_id")
+            .annotate(
+                settled=Count("pk"),
+                succeeded=Count("pk", filter=Q(status=DeliveryStatus.SUCCEEDED)),
+            )
+        )
+        for row in rows:
+            series = by_webhook.setdefault(row["webhook_id"], Series(row["webhook_id"], ""))
+            series.points.append((start, row["succeeded"], row["settled"]))
+        start = end
+    busiest = sorted(by_webhook.values(), key=lambda s: -sum(p[2] for p in s.points))[:limit]
+    names = webhook_names(s.webhook_id for s in busiest)
+    for series in busiest:
+        series.label = names.get(series.webhook_id, f"webhook {series.webhook_id}")
+    return sorted(busiest, key=lambda s: s.label)
+
+
+@dataclass
+class QueueHealth:
+    """What ``webhooks_status`` and the health page report."""
+
+    now: datetime.datetime
+    due: int
+    oldest_due_at: datetime.datetime | None
+    failures_last_hour: dict[int, int]
+    disabled: list[Webhook]
+    webhook_names: dict[int, str]
+
+    @property
+    def oldest_due_seconds(self) -> float:
+        if self.oldest_due_at is None:
+            return 0.0
+        return max(0.0, (self.now - self.oldest_due_at).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "deliveries_due": self.due,
+            "oldest_due_at": self.oldest_due_at.isoformat() if self.oldest_due_at else None,
+            "oldest_due_seconds": round(self.oldest_due_seconds, 1),
+            "failures_last_hour": [
+                {"webhook_id": pk, "webhook": self.webhook_names.get(pk, ""), "failures": n}
+                for pk, n in sorted(self.failures_last_hour.items(), key=lambda kv: -kv[1])
+            ],
+            "disabled_webhooks": [
+                {
+                    "webhook_id": hook.pk,
+                    "webhook": str(hook),
+                    "reason": hook.disabled_reason,
+                    "disabled_at": hook.disabled_at.isoformat() if hook.disabled_at else None,
+                }
+                for hook in self.disabled
+            ],
+        }
+
+
+def failures_since(since: datetime.datetime) -> dict[int, int]:
+    """Failed attempts per webhook since ``since`` (the attempts' ``started_at`` index)."""
+    rows = (
+        DeliveryAttempt.objects.filter(started_at__gte=since, outcome__in=FAILED_OUTCOMES)
+        .order_by()
+        .values("delivery__webhook_id")
+        .annotate(n=Count("pk"))
+    )
+    return {row["delivery__webhook_id"]: row["n"] for row in rows}
+
+
+def queue_health(now: datetime.datetime | None = None) -> QueueHealth:
+    now = now or timezone.now()
+    due = Delivery.objects.due(now)
+    # Leased rows are "due" only once their lease ran out; their next_attempt_at says when.
+    oldest = due.aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    failures = failures_since(now - datetime.timedelta(hours=1))
+    disabled = list(Webhook.objects.filter(is_active=False).order_by("name", "pk"))
+    return QueueHealth(
+        now=now,
+        due=due.count(),
+        oldest_due_at=oldest,
+        failures_last_hour=failures,
+        disabled=disabled,
+        webhook_names=webhook_names(failures),
+    )
+
+
+def webhook_names(ids: Iterable[int]) -> dict[int, str]:
+    return {pk: str(hook) for pk, hook in Webhook.objects.in_bulk(list(ids)).items()}
