@@ -18,7 +18,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.validators import URLValidator
 from django.utils.module_loading import import_string
 
-from webhooks_app import registry
+from webhooks_app import registry, targets
 from webhooks_app.conf import DEFAULTS, app_settings
 from webhooks_app.delivery import PROTECTED_HEADERS
 
@@ -40,6 +40,8 @@ ENDPOINT_KEYS = frozenset(
     }
 )
 METHODS = ("POST", "PUT", "PATCH")
+# What DRF's SimpleRateThrottle.parse_rate accepts: a count, "/", then s, m, h or d first.
+THROTTLE_RATE = re.compile(r"^[0-9]+/[smhd][a-z]*$")
 MAX_TIMEOUT = 60.0
 MAX_RETRIES = 50
 
@@ -440,6 +442,34 @@ def _check_scalars() -> list[CheckMessage]:
     return errors
 
 
+def _check_api() -> list[CheckMessage]:
+    """The REST API's settings (webhooks_app.api)."""
+    errors: list[CheckMessage] = []
+    for key in ("API_OWNER_SCOPED", "ALLOW_HTTP"):
+        if not isinstance(app_settings._get(key), bool):
+            errors.append(_error(24, f"WEBHOOKS['{key}'] must be True or False."))
+    try:
+        targets.parse_allowed(app_settings.ALLOWED_TARGETS)
+    except ValueError as exc:
+        errors.append(
+            _error(
+                25,
+                f"WEBHOOKS['ALLOWED_TARGETS'] {exc}.",
+                'For example ["hooks.internal", "10.0.5.0/24"].',
+            )
+        )
+    rate = app_settings.TEST_THROTTLE_RATE
+    if rate is not None and not (isinstance(rate, str) and THROTTLE_RATE.match(rate)):
+        errors.append(
+            _error(
+                26,
+                f"WEBHOOKS['TEST_THROTTLE_RATE'] must be None or a rate such as '10/min', "
+                f"got {rate!r}.",
+            )
+        )
+    return errors
+
+
 _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
     _check_models,
     _check_events,
@@ -448,6 +478,7 @@ _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
     _check_endpoints,
     _check_retry_schedule,
     _check_scalars,
+    _check_api,
 ]
 
 

@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 45,
     "DISPATCH_INTERVAL": 1.0,
     "DISPATCHER_RUN_SECONDS": 25,
+    # REST API (webhooks_app.api)
+    "API_OWNER_SCOPED": False,
+    "ALLOW_HTTP": False,
+    "ALLOWED_TARGETS": [],
+    "TEST_THROTTLE_RATE": "10/min",
 }
 
 # Field names that never go into a payload unless a model's "fields" names them explicitly:
@@ -142,6 +147,26 @@ class WebhooksSettings:
     @property
     def DISPATCHER_RUN_SECONDS(self) -> Any:
         return self._get("DISPATCHER_RUN_SECONDS")
+
+    @property
+    def API_OWNER_SCOPED(self) -> bool:
+        """Ordinary authenticated users may manage their own webhooks through the API."""
+        return bool(self._get("API_OWNER_SCOPED"))
+
+    @property
+    def ALLOW_HTTP(self) -> bool:
+        """Accept plain ``http://`` URLs for webhooks created or changed through the API."""
+        return bool(self._get("ALLOW_HTTP"))
+
+    @property
+    def ALLOWED_TARGETS(self) -> Any:
+        """Host names and IP networks the API accepts although they are private or loopback."""
+        return self._get("ALLOWED_TARGETS")
+
+    @property
+    def TEST_THROTTLE_RATE(self) -> Any:
+        """DRF rate (``"10/min"``) of the API's test sends per user; ``None`` = unthrottled."""
+        return self._get("TEST_THROTTLE_RATE")
 
 
 app_settings = WebhooksSettings()
