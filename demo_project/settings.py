@@ -34,6 +34,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    # Swagger UI's files, served by staticfiles from this package instead of a CDN.
+    "drf_spectacular_sidecar",
     "webhooks_app",
     "demo_project.blog",
     "demo_project.receiver",
@@ -120,6 +124,9 @@ WEBHOOKS = {
     # Short so a retry is visible while you watch: fail the receiver, save a post, wait.
     "RETRY_SCHEDULE": [5, 30, 120],
     "DEBUG": True,
+    # The API (/api/) accepts the demo's own receiver on plain http://127.0.0.1.
+    "ALLOW_HTTP": True,
+    "ALLOWED_TARGETS": ["127.0.0.1", "localhost"],
     "ENDPOINTS": [
         {
             # Every event, checked the Standard Webhooks way (webhook-id/-timestamp/-signature).
@@ -144,6 +151,23 @@ WEBHOOKS = {
             "signature_prefix": "sha256=",
         },
     ],
+}
+
+# The REST API at /api/: `curl -u admin:admin` (Basic) or the admin's session cookie.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-webhooks demo API",
+    "DESCRIPTION": "Manage webhooks, inspect events and deliveries, test, retry, recover.",
+    "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # What the receiver app checks each slot against; the keys are the URL slots.

@@ -25,6 +25,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django_q",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "webhooks_app",
     "tests",
 ]
@@ -124,6 +126,16 @@ WEBHOOKS = {
     # A qcluster subprocess in a recovery test gets a short lease, so recovery takes seconds.
     "LEASE_SECONDS": int(os.environ.get("WEBHOOKS_TEST_LEASE_SECONDS", "45")),
 }
+
+# The API tests: Basic first, so an anonymous request is a 401 with WWW-Authenticate.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "django-webhooks API (tests)", "VERSION": "0"}
 
 LOGGING = {
     "version": 1,
