@@ -499,3 +499,9 @@ def test_health_needs_delivery_view_permission(client):
     assert (
         url("deliveryhealth_changelist") not in client.get(reverse("admin:index")).content.decode()
     )
+
+
+def test_delivery_list_sorts_only_by_indexed_columns(admin_client, failed):
+    response = admin_client.get(url("delivery_changelist"))
+
+    assert response.context["cl"].sortable_by == ["id", "created_at"]
