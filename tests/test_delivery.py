@@ -359,3 +359,42 @@ def test_send_never_raises_on_a_malformed_url():
     result = delivery.send(request)
     assert result.status_code is None
     assert result.error_class
+
+
+def test_a_row_that_cannot_be_attempted_still_reaches_an_outcome(webhook, monkeypatch, receiver):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    ArticleFactory()
+    ArticleFactory()
+    first, second = Delivery.objects.order_by("id")
+    # Malformed data that got past validation (e.g. through a raw JSON field).
+    Webhook.objects.filter(pk=webhook.pk).update(headers=["not", "a", "dict"])
+
+    assert delivery.deliver([first.pk, second.pk], first.lease_token) == 2
+
+    for row in (first, second):
+        row.refresh_from_db()
+        assert row.status == "failed"
+        assert row.last_error.startswith("Could not send: AttributeError")
+        assert row.lease_token == ""
+    assert DeliveryAttempt.objects.filter(error_class="AttributeError").count() == 2
+
+
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(webhook, monkeypatch):
+    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+    ArticleFactory()
+    row = Delivery.objects.get()
+    Delivery.objects.filter(pk=row.pk).update(lease_token="the-new-holder")
+    row.status = "succeeded"
+    row.lease_token = ""
+
+    delivery._write_outcomes([row], "the-old-holder")
+
+    row.refresh_from_db()
+    assert row.status == "pending"
+    assert row.lease_token == "the-new-holder"
+
+
+def test_a_huge_backoff_factor_is_capped_not_an_overflow():
+    schedule = {"initial": 60, "factor": 1e6, "max": 3600}
+
+    assert retry.schedule_delay(500, schedule) == 3600

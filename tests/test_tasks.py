@@ -157,9 +157,13 @@ def test_dispatcher_waits_while_the_queue_is_backed_up(
         ArticleFactory()
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr("webhooks_app.tasks._broker", lambda: FakeBroker(size=100))
+    lease_ends = Delivery.objects.get().next_attempt_at
 
-    with time_machine.travel(timezone.now() + datetime.timedelta(minutes=5), tick=False):
+    with time_machine.travel(lease_ends + datetime.timedelta(seconds=30), tick=False):
         assert tasks.dispatch_once() == 0
+    # A queue kept busy by other tasks must not hold a delivery back for ever.
+    with time_machine.travel(lease_ends + datetime.timedelta(seconds=46), tick=False):
+        assert tasks.dispatch_once() == 1
 
 
 def test_migrate_installs_the_dispatcher_schedule():

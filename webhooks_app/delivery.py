@@ -263,6 +263,9 @@ class _Recorder:
         now = timezone.now()
         if (self.lease_until - now).total_seconds() >= needed_seconds:
             return set(self.pending_ids)
+        # Rows sent but not yet written are no longer renewed below: write them first, or
+        # their lease could run out and the dispatcher would send them again.
+        self.flush()
         seconds = max(float(app_settings.LEASE_SECONDS), needed_seconds)
         self.lease_until = now + datetime.timedelta(seconds=seconds)
         Delivery.objects.filter(id__in=self.pending_ids, lease_token=self.lease_token).update(
@@ -296,7 +299,7 @@ class _Recorder:
         disabled_now: list[int] = []
         with transaction.atomic():
             DeliveryAttempt.objects.bulk_create(self.attempts)
-            _write_outcomes(self.deliveries)
+            _write_outcomes(self.deliveries, self.lease_token)
             for webhook_id, results in self.webhook_results.items():
                 self._update_webhook_stats(webhook_id, results, now)
             for webhook_id, reason in self.disabled.items():
@@ -338,23 +341,24 @@ _OUTCOME_FIELDS = (
 )
 
 
-def _write_outcomes(deliveries: list[Delivery]) -> None:
-    """Save what ``deliver`` changed on these rows.
+def _write_outcomes(deliveries: list[Delivery], lease_token: str) -> None:
+    """Save what ``deliver`` changed on these rows, if ``lease_token`` still holds them.
 
     Nearly every row of a batch ends alike (succeeded, lease cleared, no error), so one
     ``UPDATE ... WHERE id IN (...)`` per distinct outcome replaces ``bulk_update``'s
     per-row, per-field ``CASE`` expressions, which cost half a worker's time
-    (bench/worker_path.py).
+    (bench/worker_path.py). The token condition keeps a worker whose lease was taken over
+    from overwriting what the new holder recorded.
     """
+    held = Delivery.objects.filter(lease_token=lease_token)
+    # Timestamps first: the grouped updates below clear the token they are matched on.
+    held.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
     groups: dict[tuple[Any, ...], list[int]] = {}
     for row in deliveries:
         key = tuple(getattr(row, name) for name in _OUTCOME_FIELDS)
         groups.setdefault(key, []).append(row.pk)
     for values, pks in groups.items():
-        Delivery.objects.filter(pk__in=pks).update(
-            **dict(zip(_OUTCOME_FIELDS, values, strict=True))
-        )
-    Delivery.objects.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
+        held.filter(pk__in=pks).update(**dict(zip(_OUTCOME_FIELDS, values, strict=True)))
 
 
 def deliver(ids: list[int], lease_token: str) -> int:
@@ -386,7 +390,13 @@ def deliver(ids: list[int], lease_token: str) -> int:
             _settle(delivery, DeliveryStatus.SKIPPED, f"Skipped: {reason}"[:500])
             recorder.add(delivery, None, None)
             continue
-        attempt = attempt_delivery(delivery, webhook)
+        try:
+            attempt = attempt_delivery(delivery, webhook)
+        except Exception as exc:
+            # A row that cannot even be attempted (a malformed webhook, a broken setting)
+            # must still reach an outcome, or it would come back and fail for ever.
+            logger.exception("could not attempt delivery %s", delivery.pk)
+            attempt = _unattemptable(delivery, webhook, exc)
         if attempt.outcome == DeliveryAttempt.Outcome.DISABLED:
             recorder.disabled[webhook.pk] = delivery.last_error
         recorder.add(delivery, attempt, attempt.outcome == DeliveryAttempt.Outcome.SUCCEEDED)
@@ -423,6 +433,31 @@ def attempt_delivery(delivery: Delivery, webhook: Webhook) -> DeliveryAttempt:
         response_body=result.response_body,
         error_class=result.error_class,
         error_message=result.error_message,
+    )
+
+
+def _unattemptable(delivery: Delivery, webhook: Webhook, exc: Exception) -> DeliveryAttempt:
+    """A failed, recorded outcome for a delivery whose request could not be built or judged;
+    it stays visible and can be retried once the cause is fixed."""
+    now = timezone.now()
+    trigger = delivery.next_trigger
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    delivery.last_status_code = None
+    message = f"Could not send: {type(exc).__name__}: {exc}"[:500]
+    _settle(delivery, DeliveryStatus.FAILED, message)
+    return DeliveryAttempt(
+        delivery=delivery,
+        number=delivery.attempts,
+        trigger=trigger,
+        outcome=DeliveryAttempt.Outcome.FAILED,
+        started_at=now,
+        duration_ms=0,
+        request_method=str(webhook.method),
+        request_url=str(webhook.url),
+        request_headers={},
+        error_class=type(exc).__name__,
+        error_message=str(exc)[:ERROR_MESSAGE_LIMIT],
     )
 
 

@@ -64,6 +64,11 @@ def send_test(
     if event is None:
         raise OperationError("Webhooks are disabled (WEBHOOKS['ENABLED'] is False).")
     row = event.deliveries.get()
+    # Hold the row for as long as this send can take, so the dispatcher never sends it too.
+    Delivery.objects.filter(pk=row.pk).update(
+        next_attempt_at=timezone.now()
+        + datetime.timedelta(seconds=3 * webhook.effective_timeout + 5)
+    )
     # A disabled webhook's delivery would be skipped; a test is attempted regardless.
     row.webhook = webhook
     attempt = delivery.attempt_delivery(row, webhook)

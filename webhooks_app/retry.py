@@ -26,7 +26,10 @@ def schedule_delay(retry_number: int, schedule: Any = None) -> float:
         initial = float(schedule.get("initial", 60))
         factor = float(schedule.get("factor", 2))
         maximum = float(schedule.get("max", initial * factor**8))
-        return float(min(maximum, initial * factor ** max(0, retry_number - 1)))
+        try:
+            return float(min(maximum, initial * factor ** max(0, retry_number - 1)))
+        except OverflowError:  # a large factor after many retries: the cap applies
+            return maximum
     delays = list(schedule)
     return float(delays[min(max(retry_number, 1), len(delays)) - 1])
 

@@ -171,21 +171,26 @@ def deliver_batch(ids: list[int], lease_token: str) -> int:
 # --- dispatcher -------------------------------------------------------------------------
 
 
-def claim_due(now: datetime.datetime, limit: int) -> tuple[str, list[int]]:
+def claim_due(
+    due_before: datetime.datetime, limit: int, *, now: datetime.datetime | None = None
+) -> tuple[str, list[int]]:
     """Lease up to ``limit`` due deliveries to a new token; returns it and the rows it got.
 
     The UPDATE re-checks the due condition, so when two dispatchers race for a row only one
     gets it, without ``select_for_update`` (which SQLite lacks). Rows come back ordered by
     webhook, so a batch reuses one kept-alive connection for as long as it can.
     """
+    now = now or due_before
     candidates = list(
-        Delivery.objects.due(now).order_by("next_attempt_at").values_list("id", flat=True)[:limit]
+        Delivery.objects.due(due_before)
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:limit]
     )
     token = uuid.uuid4().hex
     if not candidates:
         return token, []
     lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
-    Delivery.objects.due(now).filter(id__in=candidates).update(
+    Delivery.objects.due(due_before).filter(id__in=candidates).update(
         lease_token=token, next_attempt_at=lease_until
     )
     claimed = list(
@@ -203,13 +208,18 @@ def dispatch_once(now: datetime.datetime | None = None) -> int:
     claimed: claimed rows would only wait in the queue until their lease ran out.
     """
     limit = max(1, int(app_settings.BATCH_SIZE)) * max(2, int(Conf.WORKERS or 1))
+    now = now or timezone.now()
+    due_before = now
     if not sync_mode():
         try:
             if _broker().queue_size() >= max(4, 2 * int(Conf.WORKERS or 1)):
-                return 0
+                # The queue may be busy with the host's own tasks: still hand out rows that
+                # have been overdue for a whole lease, or they could wait for ever.
+                lease = datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
+                due_before = now - lease
         except Exception:
             logger.exception("could not read the queue size; dispatching anyway")
-    token, ids = claim_due(now or timezone.now(), limit)
+    token, ids = claim_due(due_before, limit, now=now)
     if ids:
         enqueue_deliveries(ids, token)
     return len(ids)
