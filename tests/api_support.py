@@ -16,7 +16,15 @@ from rest_framework.test import APIClient
 from tests.factories import UserFactory, WebhookFactory
 
 PUBLIC_ADDRESS = "93.184.216.34"
-RESEND_PERMS = ["test_webhook", "recover_webhook", "rotate_webhook_secret", "retry_delivery"]
+RESEND_PERMS = [
+    "test_webhook",
+    "recover_webhook",
+    "rotate_webhook_secret",
+    "retry_delivery",
+    "add_webhook",
+    "change_webhook",
+    "delete_webhook",
+]
 
 
 def fake_resolve(host: str, port: int) -> list[str]:

@@ -19,7 +19,7 @@ pytest_plugins = ["tests.api_support"]
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_settings")]
 
 SINCE = "2000-01-01T00:00:00Z"
-# name, method, path, body, success status, kind (list | create | object | resend)
+# name, method, path, body, success status, kind (list | create | object | write | resend)
 ROUTES = [
     ("webhook-list", "get", "/api/webhooks/", None, 200, "list"),
     ("webhook-create", "post", "/api/webhooks/", {"url": "https://n.example.com/"}, 201, "create"),
@@ -30,10 +30,10 @@ ROUTES = [
         "/api/webhooks/{hook}/",
         {"url": "https://u.example.com/"},
         200,
-        "object",
+        "write",
     ),
-    ("webhook-patch", "patch", "/api/webhooks/{hook}/", {"name": "renamed"}, 200, "object"),
-    ("webhook-delete", "delete", "/api/webhooks/{hook}/", None, 204, "object"),
+    ("webhook-patch", "patch", "/api/webhooks/{hook}/", {"name": "renamed"}, 200, "write"),
+    ("webhook-delete", "delete", "/api/webhooks/{hook}/", None, 204, "write"),
     ("webhook-test", "post", "/api/webhooks/{hook}/test/", {}, 200, "resend"),
     ("webhook-rotate", "post", "/api/webhooks/{hook}/rotate-secret/", {}, 200, "resend"),
     ("webhook-recover", "post", "/api/webhooks/{hook}/recover/", {"since": SINCE}, 202, "resend"),
@@ -53,9 +53,9 @@ def expected_status(role, success, kind):
         return 401
     if role == "ordinary":
         return 403
-    if role == "other_owner" and kind in ("object", "resend"):
+    if role == "other_owner" and kind in ("object", "write", "resend"):
         return 404
-    if role == "staff_without_perms" and kind == "resend":
+    if role == "staff_without_perms" and kind in ("create", "write", "resend"):
         return 403
     return success
 

@@ -2,7 +2,8 @@
 
 Staff manage every webhook; with ``WEBHOOKS["API_OWNER_SCOPED"]`` ordinary authenticated users
 manage their own (the views filter querysets by owner, so another owner's objects are 404, not
-403). Resending is a right of its own: staff need the model permission for it.
+403). Resending, and creating, changing or deleting a webhook, are rights of their own: staff
+need the model permission for each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ ACTION_PERMISSIONS = {
     "recover": "webhooks_app.recover_webhook",
     "rotate_secret": "webhooks_app.rotate_webhook_secret",
     "retry": "webhooks_app.retry_delivery",
+}
+# Changing which URL receives signed payloads is as sensitive as resending: staff need
+# Django's add/change/delete permission for it, as the admin asks.
+WRITE_PERMISSIONS = {
+    "create": "webhooks_app.add_webhook",
+    "update": "webhooks_app.change_webhook",
+    "partial_update": "webhooks_app.change_webhook",
+    "destroy": "webhooks_app.delete_webhook",
 }
 # Actions that change a webhook itself; settings-declared webhooks refuse them.
 WRITE_ACTIONS = frozenset({"update", "partial_update", "destroy", "rotate_secret"})
@@ -44,7 +53,7 @@ class CanUseWebhooksAPI(permissions.BasePermission):
         if not is_manager(user) and not app_settings.API_OWNER_SCOPED:
             return False
         action = getattr(view, "action", None)
-        perm = ACTION_PERMISSIONS.get(action or "")
+        perm = ACTION_PERMISSIONS.get(action or "") or WRITE_PERMISSIONS.get(action or "")
         # Owners may resend to their own webhooks; staff need the model permission
         # (superusers have them all).
         if perm and is_manager(user) and not user.has_perm(perm):

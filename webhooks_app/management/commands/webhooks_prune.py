@@ -72,7 +72,9 @@ Exit status: 0 when done, 2 for bad arguments."""
             with transaction.atomic():
                 # No signal receivers on these models, so Django deletes the attempts with
                 # one DELETE ... WHERE delivery_id IN (...) rather than row by row.
-                _, per_model = Delivery.objects.filter(pk__in=chunk).delete()
+                # The age and status conditions again: a row re-queued since it was listed
+                # (a recover, a retry) is no longer old and must not be deleted.
+                _, per_model = old.filter(pk__in=chunk).delete()
             attempts += per_model.get(DeliveryAttempt._meta.label, 0)
             progress.update(start + len(chunk))
         events = self._prune_events(oldest_kept, size)

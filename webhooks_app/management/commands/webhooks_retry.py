@@ -93,9 +93,9 @@ typo cannot resend everything. Exit status: 0 when done, 2 for bad arguments."""
         queued = 0
         size = options["batch_size"]
         for start in range(0, len(ids), size):
-            queued += operations.retry_deliveries(
-                Delivery.objects.filter(pk__in=ids[start : start + size])
-            )
+            # The selection is applied again per chunk: a row that changed since it was
+            # listed (succeeded meanwhile, say) is not re-sent.
+            queued += operations.retry_deliveries(queryset.filter(pk__in=ids[start : start + size]))
             progress.update(min(start + size, len(ids)))
         left = len(ids) - queued
         summary = f"Queued {queued} of {len(ids)} deliveries for another attempt."
