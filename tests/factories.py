@@ -14,7 +14,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     email = factory.LazyAttribute(lambda user: f"{user.username}@example.com")
     first_name = "Ada"
     last_name = factory.Sequence(lambda n: f"Lovelace{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pass")
+    password = factory.django.Password("pass")
 
 
 class WebhookFactory(factory.django.DjangoModelFactory):

@@ -58,6 +58,15 @@ class Receiver:
                     response = (
                         receiver.responses.popleft() if receiver.responses else receiver.default
                     )
+                # Recorded before answering: once the sender has its response, a test may
+                # look at what arrived.
+                with receiver._condition:
+                    receiver.requests.append(
+                        ReceivedRequest(
+                            self.command, self.path, dict(self.headers.items()), body, time.time()
+                        )
+                    )
+                    receiver._condition.notify_all()
                 if response.delay:
                     time.sleep(response.delay)
                 self.send_response(response.status)
@@ -66,13 +75,6 @@ class Receiver:
                 self.send_header("Content-Length", str(len(response.body)))
                 self.end_headers()
                 self.wfile.write(response.body)
-                with receiver._condition:
-                    receiver.requests.append(
-                        ReceivedRequest(
-                            self.command, self.path, dict(self.headers.items()), body, time.time()
-                        )
-                    )
-                    receiver._condition.notify_all()
 
             do_POST = do_PUT = do_PATCH = do_GET = _handle
 

@@ -505,3 +505,59 @@ def test_delivery_list_sorts_only_by_indexed_columns(admin_client, failed):
     response = admin_client.get(url("delivery_changelist"))
 
     assert response.context["cl"].sortable_by == ["id", "created_at"]
+
+
+def test_header_credentials_are_redacted_for_view_only_staff(client, db):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import UserFactory, WebhookFactory
+
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_webhook"))
+    hook = WebhookFactory(headers={"Authorization": "Bearer s3cr3t", "X-Tenant": "acme"})
+    client.force_login(viewer)
+
+    response = client.get(reverse("admin:webhooks_app_webhook_change", args=[hook.pk]))
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "s3cr3t" not in content
+    assert "acme" in content
+
+
+def test_admin_form_refuses_headers_that_would_break_sending(admin_client, db):
+    from tests.factories import WebhookFactory
+
+    hook = WebhookFactory()
+    response = admin_client.post(
+        reverse("admin:webhooks_app_webhook_change", args=[hook.pk]),
+        {
+            "name": hook.name,
+            "url": "https://hooks.example.com/",
+            "is_active": "on",
+            "events": "[]",
+            "models": "[]",
+            "method": "POST",
+            "headers": '{"X-A": "a\\r\\nInjected: 1"}',
+            "timeout": "",
+            "retries": "",
+            "signature_header": "",
+            "signature_prefix": "",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "CR or LF" in response.content.decode()
+    hook.refresh_from_db()
+    assert hook.headers == {}
+
+
+def test_response_credentials_are_not_stored(webhook, receiver, django_capture_on_commit_callbacks):
+    from tests.receiver import Response
+    from webhooks_app.models import DeliveryAttempt
+
+    receiver.queue(Response(200, headers={"Set-Cookie": "session=abc123"}))
+    with django_capture_on_commit_callbacks(execute=True):
+        ArticleFactory()
+
+    assert DeliveryAttempt.objects.get().response_headers["Set-Cookie"] == "[redacted]"

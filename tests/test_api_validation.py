@@ -195,3 +195,16 @@ def test_url_is_required(staff_client):
     response = staff_client.post(URL, {"name": "x"}, format="json")
     assert response.status_code == 400
     assert "required" in str(response.json()["url"])
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1", "::ffff:10.0.0.1"],
+)
+def test_ipv6_forms_of_internal_ipv4_addresses_are_not_public(address):
+    import ipaddress
+
+    from webhooks_app.targets import is_public
+
+    assert is_public(ipaddress.ip_address(address)) is False
+    assert is_public(ipaddress.ip_address("2606:4700:4700::1111")) is True

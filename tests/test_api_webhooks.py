@@ -145,3 +145,20 @@ def test_owner_scoped_user_creates_and_sees_only_their_own(
     assert client.get(f"{URL}{theirs.pk}/").status_code == 404
     assert client.delete(f"{URL}{theirs.pk}/").status_code == 404
     assert Webhook.objects.filter(pk=theirs.pk).exists()
+
+
+def test_header_credentials_are_redacted_on_read_and_kept_on_write_back(staff_client, webhook):
+    webhook.headers = {"Authorization": "Bearer s3cr3t", "X-Tenant": "acme"}
+    webhook.save()
+
+    listed = staff_client.get("/api/webhooks/").json()
+    shown = next(item for item in listed["results"] if item["id"] == webhook.pk)["headers"]
+    assert shown == {"Authorization": "[redacted]", "X-Tenant": "acme"}
+    assert "s3cr3t" not in str(listed)
+
+    response = staff_client.patch(
+        f"/api/webhooks/{webhook.pk}/", {"headers": {**shown, "X-Tenant": "acme2"}}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    webhook.refresh_from_db()
+    assert webhook.headers == {"Authorization": "Bearer s3cr3t", "X-Tenant": "acme2"}

@@ -429,7 +429,8 @@ def attempt_delivery(delivery: Delivery, webhook: Webhook) -> DeliveryAttempt:
         request_url=request.url,
         request_headers=redact_headers(request.headers),
         response_status=result.status_code,
-        response_headers=result.response_headers,
+        # A receiver's Set-Cookie or token header is no more ours to show than our own.
+        response_headers=redact_headers(result.response_headers),
         response_body=result.response_body,
         error_class=result.error_class,
         error_message=result.error_message,

@@ -53,10 +53,18 @@ def parse_allowed(entries: object) -> tuple[set[str], list[IPNetwork]]:
     return hosts, networks
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def is_public(address: IPAddress) -> bool:
-    # ::ffff:10.0.0.1 is 10.0.0.1 to the kernel; judge the IPv4 address it carries.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    # An IPv6 address that carries an IPv4 one (::ffff:10.0.0.1, 6to4 2002:a9fe:a9fe::,
+    # NAT64 64:ff9b::a9fe:a9fe, the old ::127.0.0.1) reaches that IPv4 address: judge it.
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and (address in NAT64 or int(address) >> 32 == 0):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            address = embedded
     return address.is_global and not address.is_multicast
 
 

@@ -19,8 +19,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from webhooks_app import operations, signing, stats
+from webhooks_app import checks, operations, signing, stats
 from webhooks_app.admin.common import has_perm, pretty_json, status_badge
+from webhooks_app.delivery import redact_headers
 from webhooks_app.models import Delivery, Webhook
 
 RECENT_DELIVERIES = 20
@@ -34,12 +35,12 @@ GRACE_CHOICES = [
 
 class RecoverForm(forms.Form):
     since = forms.DateTimeField(
-        help_text="Re-send failed deliveries created at or after this time (UTC).",
+        help_text="Re-send failed deliveries created at or after this time (server time zone).",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     until = forms.DateTimeField(
         required=False,
-        help_text="Optional end of the window (UTC); empty means up to now.",
+        help_text="Optional end of the window; empty means up to now.",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
 
@@ -51,6 +52,57 @@ class RotateForm(forms.Form):
         label="Old secret keeps signing for",
         help_text="Both secrets sign every request until then, so receivers can switch over.",
     )
+
+
+def _shown(field: Any) -> Any:
+    return "redacted_headers" if field == "headers" else field
+
+
+class WebhookForm(forms.ModelForm):
+    """The same rules as settings and the API, so the admin cannot store a webhook that
+    breaks at send time (headers that are not a dict of single-line strings, say)."""
+
+    class Meta:
+        model = Webhook
+        fields = [
+            "name",
+            "url",
+            "is_active",
+            "owner",
+            "events",
+            "models",
+            "method",
+            "headers",
+            "timeout",
+            "retries",
+            "signature_header",
+            "signature_prefix",
+        ]
+
+    def clean_headers(self) -> Any:
+        headers = self.cleaned_data.get("headers") or {}
+        problems = checks.check_headers("headers", headers)
+        if problems:
+            raise forms.ValidationError([str(problem.msg) for problem in problems])
+        return headers
+
+    def clean_timeout(self) -> Any:
+        timeout = self.cleaned_data.get("timeout")
+        if timeout is not None and not 0 < timeout <= checks.MAX_TIMEOUT:
+            raise forms.ValidationError(f"Seconds, more than 0 and at most {checks.MAX_TIMEOUT:g}.")
+        return timeout
+
+    def clean_retries(self) -> Any:
+        retries = self.cleaned_data.get("retries")
+        if retries is not None and retries > checks.MAX_RETRIES:
+            raise forms.ValidationError(f"At most {checks.MAX_RETRIES}.")
+        return retries
+
+    def clean_signature_header(self) -> Any:
+        name = self.cleaned_data.get("signature_header") or ""
+        if name and checks._check_signature_header(7, "signature header", name):
+            raise forms.ValidationError("Not a header name django-webhooks may use.")
+        return name
 
 
 @admin.register(Webhook)
@@ -68,6 +120,7 @@ class WebhookAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     actions = ["send_test_event", "enable", "disable", "rotate_secret", "recover_failed"]
     change_form_template = "admin/webhooks_app/webhook/change_form.html"
+    form = WebhookForm
     fieldsets = [
         (None, {"fields": ["name", "url", "is_active", "state", "owner"]}),
         ("Subscriptions", {"fields": ["events", "models"]}),
@@ -102,6 +155,7 @@ class WebhookAdmin(admin.ModelAdmin):
     ]
     computed = [
         "state",
+        "redacted_headers",
         "masked_secret",
         "declaration",
         "recent_deliveries",
@@ -119,15 +173,27 @@ class WebhookAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is not None and obj.managed_by_settings:
             # settings.WEBHOOKS["ENDPOINTS"] is the source of truth; sync would undo edits.
-            return [str(f) for _, options in self.fieldsets for f in options["fields"]]
+            fields = [str(f) for _, options in self.fieldsets for f in options["fields"]]
+            return [*fields, "redacted_headers"]
         return list(self.computed)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return [(None, {"fields": ["name", "url", "events", "models", "method", "headers"]})]
+        fieldsets = self.fieldsets
+        if obj.managed_by_settings or not self.has_change_permission(request, obj):
+            # Whoever cannot edit the headers sees them with credentials redacted.
+            fieldsets = [
+                (name, {**options, "fields": [_shown(f) for f in options["fields"]]})
+                for name, options in fieldsets
+            ]
         if not obj.managed_by_settings:
-            return [fs for fs in self.fieldsets if fs[0] != "Declared in settings"]
-        return self.fieldsets
+            return [fs for fs in fieldsets if fs[0] != "Declared in settings"]
+        return fieldsets
+
+    @admin.display(description="headers")
+    def redacted_headers(self, obj: Webhook) -> SafeString:
+        return pretty_json(redact_headers({str(k): str(v) for k, v in (obj.headers or {}).items()}))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.managed_by_settings:
@@ -174,8 +240,8 @@ class WebhookAdmin(admin.ModelAdmin):
     def masked_secret(self, obj: Webhook) -> str:
         text = signing.mask_secret(obj.secret)
         if obj.previous_secret and obj.previous_secret_expires_at:
-            until = obj.previous_secret_expires_at
-            text += f" (the previous secret signs until {until:%Y-%m-%d %H:%M} UTC)"
+            until = timezone.localtime(obj.previous_secret_expires_at)
+            text += f" (the previous secret signs until {until:%Y-%m-%d %H:%M %Z})"
         return text
 
     @admin.display(description="declaration")
@@ -183,6 +249,10 @@ class WebhookAdmin(admin.ModelAdmin):
         declared = dict(obj.settings_declaration or {})
         if "secret" in declared:
             declared["secret"] = signing.mask_secret(str(declared["secret"]))
+        if isinstance(declared.get("headers"), dict):
+            declared["headers"] = redact_headers(
+                {str(k): str(v) for k, v in declared["headers"].items()}
+            )
         return pretty_json(declared)
 
     @admin.display(description="latest")
@@ -336,7 +406,8 @@ class WebhookAdmin(admin.ModelAdmin):
                 messages.success(
                     request,
                     f"Queued {queued} failed deliver{'y' if queued == 1 else 'ies'} of "
-                    f"{len(webhooks)} webhook(s) created since {since:%Y-%m-%d %H:%M} UTC.",
+                    f"{len(webhooks)} webhook(s) created since "
+                    f"{timezone.localtime(since):%Y-%m-%d %H:%M %Z}.",
                 )
                 return None
         return self._page(

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from webhooks_app import checks, operations, registry, signing, targets
+from webhooks_app import checks, delivery, operations, registry, signing, targets
 from webhooks_app.conf import app_settings
 from webhooks_app.delivery import PROTECTED_HEADERS
 from webhooks_app.models import Webhook
@@ -40,6 +40,13 @@ class RejectUnknownFieldsMixin:
 @extend_schema_field(OpenApiTypes.URI)
 class TargetURLField(serializers.CharField):
     """A plain string field, so the one message about a bad URL is targets.py's, with the rule."""
+
+
+class RedactedHeadersField(serializers.DictField):
+    """Custom headers, read back with credentials (Authorization, tokens, keys) redacted."""
+
+    def to_representation(self, value: Any) -> dict[str, Any]:
+        return delivery.redact_headers(super().to_representation(value))
 
 
 class SecretField(serializers.CharField):
@@ -76,7 +83,7 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         max_length=200,
         help_text="Watched model names (payload 'model'); empty = all.",
     )
-    headers = serializers.DictField(
+    headers = RedactedHeadersField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4096),
         required=False,
         help_text="Extra request headers; cannot replace the signature or id headers.",
@@ -169,7 +176,12 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         problems = checks.check_headers("headers", value)
         if problems:
             raise serializers.ValidationError([str(problem.msg) for problem in problems])
-        return value
+        # A client that sends back what it read keeps the credentials it could not see.
+        stored = self.instance.headers if isinstance(self.instance, Webhook) else {}
+        return {
+            name: stored[name] if text == delivery.REDACTED and name in stored else text
+            for name, text in value.items()
+        }
 
     def validate_timeout(self, value: float | None) -> float | None:
         if value is not None and value <= 0:
