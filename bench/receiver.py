@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import resource
 import select
 import signal
 import socket
@@ -42,15 +44,16 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class Counters:
-    """What the receiver saw; only touched from the receiver process."""
+    """What the receiver saw, per request path and in total; only touched in this process."""
 
     def __init__(self) -> None:
         self.count = 0
         self.ids: set[str] = set()
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.by_path: dict[str, PathCounters] = {}
 
-    def record(self, webhook_id: str | None) -> None:
+    def record(self, webhook_id: str | None, path: str = "") -> None:
         now = time.time()
         if self.first_at is None:
             self.first_at = now
@@ -58,37 +61,77 @@ class Counters:
         self.count += 1
         if webhook_id:
             self.ids.add(webhook_id)
+        per_path = self.by_path.get(path)
+        if per_path is None:
+            per_path = self.by_path[path] = PathCounters()
+        per_path.record(webhook_id, now)
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
 
-    def stats(self) -> bytes:
+    def stats(self, path: str | None = None, arrivals: bool = False) -> bytes:
+        if path is not None:
+            return json.dumps(self.by_path.get(path, PathCounters()).summary(arrivals)).encode()
         return json.dumps(
             {
                 "count": self.count,
                 "distinct_ids": len(self.ids),
                 "first_at": self.first_at,
                 "last_at": self.last_at,
+                "paths": {name: c.count for name, c in self.by_path.items()},
             }
         ).encode()
+
+
+class PathCounters:
+    """Requests to one path, with each arrival time (for rates and latencies)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ids: set[str] = set()
+        self.arrivals: list[tuple[str, float]] = []
+
+    def record(self, webhook_id: str | None, now: float) -> None:
+        self.count += 1
+        if webhook_id:
+            self.ids.add(webhook_id)
+        self.arrivals.append((webhook_id or "", now))
+
+    def summary(self, arrivals: bool) -> dict[str, Any]:
+        times = [at for _, at in self.arrivals]
+        result: dict[str, Any] = {
+            "count": self.count,
+            "distinct_ids": len(self.ids),
+            "first_at": times[0] if times else None,
+            "last_at": times[-1] if times else None,
+        }
+        if arrivals:
+            result["arrivals"] = self.arrivals
+        return result
 
 
 # --- asyncio implementation --------------------------------------------------------------------
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+# "/delay/200/..." answers after 200 ms, "/hang/..." never answers, "/status/503/..." answers
+# with that status: one receiver process plays a slow, a hanging and a failing endpoint.
+_DELAY = re.compile(r"/delay/(\d+)(?:/|$)")
+_STATUS = re.compile(r"/status/(\d{3})(?:/|$)")
 
 
 class _HttpProtocol(asyncio.Protocol):
-    """One connection: parses pipelined HTTP/1.1 requests out of a byte buffer.
+    """One connection: parses HTTP/1.1 requests out of a byte buffer, one at a time.
 
     Only what a webhook sender produces is supported (Content-Length bodies, no chunked
-    uploads); anything else closes the connection rather than guessing.
+    uploads); anything else closes the connection rather than guessing. A delayed answer
+    holds back the next request on the same connection, as HTTP/1.1 requires.
     """
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.waiting = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -98,18 +141,24 @@ class _HttpProtocol(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if len(self.buffer) > MAX_REQUEST_BYTES:
             self._close()
             return
-        while True:
+        self._process()
+
+    def _process(self) -> None:
+        while not self.waiting and self.transport is not None:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
             head = bytes(self.buffer[:end]).decode("latin-1")
             lines = head.split("\r\n")
-            method, path = ([*lines[0].split(" "), "", ""])[:2]
+            method, target = ([*lines[0].split(" "), "", ""])[:2]
             length = 0
             webhook_id: str | None = None
             close = False
@@ -129,26 +178,53 @@ class _HttpProtocol(asyncio.Protocol):
             if len(self.buffer) < total:
                 return
             del self.buffer[:total]
-            self._respond(method, path, webhook_id)
-            if close:
-                self._close()
-                return
+            self._respond(method, target, webhook_id, close)
 
-    def _respond(self, method: str, path: str, webhook_id: str | None) -> None:
+    def _respond(self, method: str, target: str, webhook_id: str | None, close: bool) -> None:
         assert self.transport is not None
+        path, _, query = target.partition("?")
         if method == "GET" and path == "/stats":
-            body = self.counters.stats()
-            self.transport.write(
+            params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+            body = self.counters.stats(params.get("path"), params.get("arrivals") == "1")
+            self._write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
+                + body,
+                close,
             )
-        elif method == "POST" and path == "/reset":
+            return
+        if method == "POST" and path == "/reset":
             self.counters.reset()
-            self.transport.write(_OK)
-        else:
-            self.counters.record(webhook_id)
-            self.transport.write(_OK)
+            self._write(_OK, close)
+            return
+        self.counters.record(webhook_id, path)
+        if "/hang" in path:
+            self.waiting = True  # never answered: the sender's deadline has to end it
+            return
+        response = _OK
+        status = _STATUS.search(path)
+        if status:
+            response = f"HTTP/1.1 {status.group(1)} X\r\nContent-Length: 0\r\n\r\n".encode()
+        delay = _DELAY.search(path)
+        if delay:
+            self.waiting = True
+            asyncio.get_running_loop().call_later(
+                int(delay.group(1)) / 1000, self._write_later, response, close
+            )
+            return
+        self._write(response, close)
+
+    def _write_later(self, response: bytes, close: bool) -> None:
+        self.waiting = False
+        if self.transport is not None:
+            self._write(response, close)
+            self._process()
+
+    def _write(self, response: bytes, close: bool) -> None:
+        assert self.transport is not None
+        self.transport.write(response)
+        if close:
+            self._close()
 
     def _close(self) -> None:
         if self.transport is not None:
@@ -158,7 +234,7 @@ class _HttpProtocol(asyncio.Protocol):
 async def _serve_asyncio(sock: socket.socket, ready: Any) -> None:
     counters = Counters()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _HttpProtocol(counters), sock=sock, backlog=512)
+    server = await loop.create_server(lambda: _HttpProtocol(counters), sock=sock, backlog=4096)
     ready()
     async with server:
         await server.serve_forever()
@@ -220,10 +296,13 @@ def _serve_threading(sock: socket.socket, ready: Any) -> None:
 def serve(impl: str) -> None:
     """Child side: bind a free port, print it on stdout for the parent, then serve forever."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Thousands of kept-alive connections: lift the soft file limit to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
-    sock.listen(512)
+    sock.listen(4096)
 
     def ready() -> None:
         print(sock.getsockname()[1], flush=True)
@@ -268,8 +347,9 @@ class ReceiverProcess:
     def url(self) -> str:
         return f"{self.base_url}/hook"
 
-    def stats(self) -> dict[str, Any]:
-        response = self._control.get(f"{self.base_url}/stats", timeout=5)
+    def stats(self, path: str | None = None, arrivals: bool = False) -> dict[str, Any]:
+        params = {"path": path, "arrivals": "1" if arrivals else None}
+        response = self._control.get(f"{self.base_url}/stats", params=params, timeout=30)
         response.raise_for_status()
         return dict(response.json())
 
