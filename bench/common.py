@@ -19,16 +19,43 @@ def ensure_import_path() -> None:
         sys.path.insert(0, str(REPO_ROOT))
 
 
-def setup_django(workdir: Path, **env: str) -> Path:
-    """Point the benchmark settings at a new SQLite file in ``workdir``, set Django up and
-    migrate. Returns the database path (a qcluster subprocess must be told it too).
+def bench_config() -> str:
+    """``postgres_redis`` when .ci/integration.sh started the servers, else ``embedded``."""
+    has_servers = os.environ.get("WEBHOOKS_TEST_POSTGRES_DSN_HOST") and os.environ.get(
+        "WEBHOOKS_TEST_REDIS_PORT"
+    )
+    return "postgres_redis" if has_servers else "embedded"
+
+
+def _create_postgres_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=os.environ["WEBHOOKS_TEST_POSTGRES_DSN_HOST"],
+        port=int(os.environ.get("WEBHOOKS_TEST_POSTGRES_PORT", "5432")),
+        user=os.environ.get("WEBHOOKS_TEST_POSTGRES_USER", "postgres"),
+        password=os.environ.get("WEBHOOKS_TEST_POSTGRES_PASSWORD", ""),
+        dbname="postgres",
+        autocommit=True,
+    ) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(workdir: Path, **env: str) -> str:
+    """Point the benchmark settings at a new database (a SQLite file in ``workdir``, or a
+    new PostgreSQL database), set Django up and migrate. Returns the database's name (a
+    qcluster subprocess must be told it too, as ``WEBHOOKS_BENCH_DB``).
 
     Must run before anything imports Django models; ``env`` sets extra ``WEBHOOKS_BENCH_*``
     knobs read by ``bench/settings.py`` at import.
     """
     ensure_import_path()
-    db_path = workdir / "bench.sqlite3"
-    os.environ["WEBHOOKS_BENCH_DB"] = str(db_path)
+    if bench_config() == "postgres_redis":
+        db_name = f"webhooks_bench_{os.getpid()}_{workdir.name[-8:].lower()}"
+        _create_postgres_database(db_name)
+    else:
+        db_name = str(workdir / "bench.sqlite3")
+    os.environ["WEBHOOKS_BENCH_DB"] = db_name
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     os.environ.update(env)
     import django
@@ -36,7 +63,11 @@ def setup_django(workdir: Path, **env: str) -> Path:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-    return db_path
+    if bench_config() == "postgres_redis":
+        from django_q.brokers import get_broker
+
+        get_broker().purge_queue()  # Redis outlives each run's database
+    return db_name
 
 
 def make_workdir() -> Path:

@@ -9,9 +9,9 @@ file, so its path comes from ``WEBHOOKS_BENCH_DB`` (the scripts set it before Dj
 A few knobs can be varied from the environment without editing this file:
 
 * ``WEBHOOKS_BENCH_WORKERS`` (default 2: this machine has 2 cores)
-* ``WEBHOOKS_BENCH_BATCH_SIZE`` (default: the app's own default, 50)
+* ``WEBHOOKS_BENCH_BATCH_SIZE`` (default: the app's own default)
 * ``WEBHOOKS_BENCH_BULK`` (default 10)
-* ``WEBHOOKS_BENCH_CONN_MAX_AGE`` (default 0, Django's default)
+* ``WEBHOOKS_BENCH_CONN_MAX_AGE`` (default 0 on SQLite, Django's default; 60 on PostgreSQL)
 * ``WEBHOOKS_BENCH_SYNC`` (default 0; the write-path benchmark never starts a cluster anyway)
 """
 
@@ -27,26 +27,43 @@ DEBUG = False  # DEBUG=True would keep every SQL query in memory and slow the OR
 _db_path = os.environ.get("WEBHOOKS_BENCH_DB") or str(
     Path(tempfile.gettempdir()) / f"webhooks-bench-{os.getpid()}.sqlite3"
 )
+# The second configuration: PostgreSQL + Redis, servers started by .ci/integration.sh (the
+# same variables the test suite reads); bench/common.py creates a fresh database per run.
+POSTGRES_HOST = os.environ.get("WEBHOOKS_TEST_POSTGRES_DSN_HOST", "")
+REDIS_PORT = os.environ.get("WEBHOOKS_TEST_REDIS_PORT", "")
+BENCH_CONFIG = "postgres_redis" if POSTGRES_HOST and REDIS_PORT else "embedded"
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": _db_path,
-        "OPTIONS": {
-            # WAL lets the workers read while the writer commits; IMMEDIATE takes the write
-            # lock at BEGIN, so two writers queue on the busy timeout instead of failing with
-            # "database is locked" half-way through a transaction.
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        },
-        # Django's default 0 makes django-q2's ORM broker close and reopen the connection on
-        # every enqueue (its get_connection() calls close_old_connections()); kept as the
-        # default because it is what most projects run with, see docs/benchmarks.md.
-        "CONN_MAX_AGE": int(os.environ.get("WEBHOOKS_BENCH_CONN_MAX_AGE", "0")),
-        "TEST": {"NAME": _db_path},
+if BENCH_CONFIG == "postgres_redis":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": POSTGRES_HOST,
+            "PORT": os.environ.get("WEBHOOKS_TEST_POSTGRES_PORT", "5432"),
+            "NAME": _db_path,
+            "USER": os.environ.get("WEBHOOKS_TEST_POSTGRES_USER", "postgres"),
+            "PASSWORD": os.environ.get("WEBHOOKS_TEST_POSTGRES_PASSWORD", ""),
+            # What the README recommends with django-q2; 0 reconnects on every broker poll.
+            "CONN_MAX_AGE": int(os.environ.get("WEBHOOKS_BENCH_CONN_MAX_AGE", "60")),
+        }
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _db_path,
+            "OPTIONS": {
+                # WAL lets the workers read while the writer commits; IMMEDIATE takes the
+                # write lock at BEGIN, so two writers queue on the busy timeout instead of
+                # failing with "database is locked" half-way through a transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # Django's default 0; with our hand-over the caller's connection stays open.
+            "CONN_MAX_AGE": int(os.environ.get("WEBHOOKS_BENCH_CONN_MAX_AGE", "0")),
+            "TEST": {"NAME": _db_path},
+        }
+    }
 
 _workers = int(os.environ.get("WEBHOOKS_BENCH_WORKERS", "2"))
 _bulk = int(os.environ.get("WEBHOOKS_BENCH_BULK", "10"))
@@ -71,9 +88,15 @@ Q_CLUSTER = {
     # django-q2 logs every enqueue at INFO in the *caller's* process; a benchmark that
     # prints a line per save measures the terminal.
     "log_level": "WARNING",
-    "orm": "default",
+    # Workers are replaced after this many tasks (django-q2's default is 500, which with a
+    # wake-up per few commits would drop the kept-alive connections every few seconds).
+    "recycle": 100_000,
     "sync": os.environ.get("WEBHOOKS_BENCH_SYNC", "0") == "1",
 }
+if BENCH_CONFIG == "postgres_redis":
+    Q_CLUSTER["redis"] = {"host": "127.0.0.1", "port": int(REDIS_PORT), "db": 1}
+else:
+    Q_CLUSTER["orm"] = "default"
 
 WEBHOOKS = {
     "MODELS": {"tests.Article": {"name": "article"}},

@@ -4,6 +4,16 @@ import pytest
 
 from tests.factories import ArticleFactory, UserFactory, WebhookFactory
 from tests.receiver import Receiver
+from webhooks_app import subscriptions
+
+
+@pytest.fixture(autouse=True)
+def fresh_subscriptions():
+    """Each test starts with no copy of the subscriptions: a rolled-back test deletes its
+    webhooks without the signals that would tell this process's copy."""
+    subscriptions.forget()
+    yield
+    subscriptions.forget()
 
 
 @pytest.fixture

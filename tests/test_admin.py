@@ -208,10 +208,13 @@ def test_retry_permission_alone_allows_retry(
     assert failed.status == DeliveryStatus.SUCCEEDED
 
 
-def test_retry_selected_leaves_in_flight_rows_and_says_so(admin_client, failed, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+def test_retry_selected_leaves_in_flight_rows_and_says_so(admin_client, failed):
     busy = Delivery.objects.create(
-        event=failed.event, webhook=failed.webhook, status="pending", lease_token="x" * 32
+        event=failed.event,
+        webhook=failed.webhook,
+        status="pending",
+        lease_token="x" * 32,
+        next_attempt_at=timezone.now() + datetime.timedelta(seconds=45),
     )
 
     response = admin_client.post(

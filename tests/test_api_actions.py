@@ -290,7 +290,11 @@ def test_retry_gives_a_failed_delivery_one_more_attempt(
 
 def test_retry_of_a_delivery_in_flight_is_a_conflict(staff_client, hook):
     (row,) = failed_deliveries(hook, 1)
-    Delivery.objects.filter(pk=row.pk).update(status=DeliveryStatus.PENDING, lease_token="held")
+    Delivery.objects.filter(pk=row.pk).update(
+        status=DeliveryStatus.PENDING,
+        lease_token="held",
+        next_attempt_at=timezone.now() + datetime.timedelta(seconds=45),
+    )
 
     response = staff_client.post(f"/api/deliveries/{row.pk}/retry/")
 

@@ -79,7 +79,7 @@ def wsgi_app():
 def test_property_based_run_against_the_schema_finds_no_server_errors(
     monkeypatch, django_user_model, wsgi_app
 ):
-    monkeypatch.setattr("webhooks_app.delivery.send", fake_send)
+    monkeypatch.setattr("webhooks_app.http.send", fake_send)
     django_user_model.objects.create_superuser("fuzz", "fuzz@example.com", "fuzz")
     auth = {"Authorization": "Basic " + base64.b64encode(b"fuzz:fuzz").decode()}
     # Something for the detail routes to find (ids 1 are what the generator tries first).

@@ -317,6 +317,20 @@ def test_models_valid(models):
             [endpoint(retries=True)], "['retries'] must be a whole number", id="retries-bool"
         ),
         pytest.param(
+            [endpoint(max_in_flight=0)],
+            "WEBHOOKS['ENDPOINTS'][0]['max_in_flight'] must be a whole number from 1 to 10,000",
+            id="max-in-flight-zero",
+        ),
+        pytest.param(
+            [endpoint(rate_limit=0)],
+            "WEBHOOKS['ENDPOINTS'][0]['rate_limit'] must be a number of requests per second "
+            "above 0",
+            id="rate-limit-zero",
+        ),
+        pytest.param(
+            [endpoint(rate_limit="5/s")], "['rate_limit'] must be a number", id="rate-limit-str"
+        ),
+        pytest.param(
             [endpoint(secret="")],
             "WEBHOOKS['ENDPOINTS'][0]['secret'] must be a non-empty string",
             id="secret-empty",
@@ -526,28 +540,39 @@ def test_retry_schedule_valid(schedule):
         ),
         ({"LEASE_SECONDS": "45"}, "E017", "WEBHOOKS['LEASE_SECONDS'] must be a number"),
         (
-            # Valid on its own, but a request may outlive the default 45 s lease.
-            {"TIMEOUT": 30},
-            "E017",
-            "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT']",
-        ),
-        (
-            {"LEASE_SECONDS": 15, "TIMEOUT": 10},
-            "E017",
-            "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT']",
-        ),
-        (
             {"DISPATCH_INTERVAL": 0},
             "E018",
             "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds",
         ),
         ({"DISPATCH_INTERVAL": 11}, "E018", "WEBHOOKS['DISPATCH_INTERVAL'] must be from"),
         (
-            {"DISPATCHER_RUN_SECONDS": 1},
+            {"TASK_SECONDS": 0.1},
             "E018",
-            "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be from 5 to 300 seconds",
+            "WEBHOOKS['TASK_SECONDS'] must be from 0.5 to 60 seconds",
         ),
-        ({"DISPATCHER_RUN_SECONDS": 301}, "E018", "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be"),
+        ({"TASK_SECONDS": 61}, "E018", "WEBHOOKS['TASK_SECONDS'] must be"),
+        ({"TASK_SECONDS": "5"}, "E018", "WEBHOOKS['TASK_SECONDS'] must be"),
+        (
+            {"MAX_IN_FLIGHT": 0},
+            "E027",
+            "WEBHOOKS['MAX_IN_FLIGHT'] must be a whole number from 1 to 10,000",
+        ),
+        ({"MAX_IN_FLIGHT": 2.5}, "E027", "WEBHOOKS['MAX_IN_FLIGHT'] must be a whole number"),
+        ({"MAX_IN_FLIGHT": None}, "E027", "WEBHOOKS['MAX_IN_FLIGHT'] must not be None"),
+        (
+            {"ENDPOINT_MAX_IN_FLIGHT": 10_001},
+            "E027",
+            "WEBHOOKS['ENDPOINT_MAX_IN_FLIGHT'] must be a whole number from 1 to 10,000",
+        ),
+        ({"ENDPOINT_MAX_IN_FLIGHT": True}, "E027", "WEBHOOKS['ENDPOINT_MAX_IN_FLIGHT'] must be"),
+        ({"RETRY_SHARE": 1.5}, "E028", "WEBHOOKS['RETRY_SHARE'] must be a fraction from 0 to 1"),
+        ({"RETRY_SHARE": "half"}, "E028", "WEBHOOKS['RETRY_SHARE'] must be a fraction"),
+        (
+            {"SUBSCRIPTION_CACHE_SECONDS": -1},
+            "E029",
+            "WEBHOOKS['SUBSCRIPTION_CACHE_SECONDS'] must be from 0 to 60 seconds",
+        ),
+        ({"SUBSCRIPTION_CACHE_SECONDS": 61}, "E029", "WEBHOOKS['SUBSCRIPTION_CACHE_SECONDS']"),
         (
             {"RETRY_AFTER_MAX": 0},
             "E022",
@@ -563,14 +588,12 @@ def test_scalar_errors(changes, error_id, expected):
     assert expected in errors[0].msg
 
 
-def test_lease_hint_explains_why():
-    (error,) = settings_errors(with_changes(TIMEOUT=30))
-    assert "second worker" in (error.hint or "")
+def test_retry_share_hint_explains_it():
+    (error,) = settings_errors(with_changes(RETRY_SHARE=2))
+    assert "half of every endpoint's slots" in (error.hint or "")
 
 
 def test_timeout_in_milliseconds():
-    # One error: the lease cross-check must not also blame LEASE_SECONDS, which the user
-    # never touched.
     errors = settings_errors(with_changes(TIMEOUT=5000))
     assert ids(errors) == ["webhooks_app.E008"]
     assert "WEBHOOKS['TIMEOUT'] must be a number of seconds > 0 and <= 60" in errors[0].msg
@@ -584,7 +607,10 @@ def test_timeout_in_milliseconds():
         {"TIMEOUT": 60, "LEASE_SECONDS": 120},
         {"SIGNATURE_HEADER": "X-Hub-Signature-256", "SIGNATURE_PREFIX": "sha256="},
         {"RESPONSE_BODY_LIMIT": 0, "QUEUE": "webhooks", "BATCH_SIZE": 1000},
-        {"DISPATCH_INTERVAL": 0.1, "DISPATCHER_RUN_SECONDS": 300, "RETRY_AFTER_MAX": 1},
+        {"DISPATCH_INTERVAL": 0.1, "TASK_SECONDS": 60, "RETRY_AFTER_MAX": 1},
+        {"TIMEOUT": 30, "LEASE_SECONDS": 10},
+        {"MAX_IN_FLIGHT": 1, "ENDPOINT_MAX_IN_FLIGHT": 10_000, "RETRY_SHARE": 0},
+        {"RETRY_SHARE": 1, "SUBSCRIPTION_CACHE_SECONDS": 0},
         {"ENABLED": False, "DEBUG": True, "QUEUE": None},
     ],
 )
@@ -642,18 +668,20 @@ def q_cluster_messages(**changes: Any) -> list[CheckMessage]:
 
 
 def test_q_cluster_timeout_too_small():
-    # The default DISPATCHER_RUN_SECONDS is 25: a 30 s task timeout leaves no margin.
-    messages = q_cluster_messages(timeout=30)
+    # A run claims for TASK_SECONDS (5), then waits out its last request (TIMEOUT, 5) and
+    # writes it: a 15 s task timeout leaves no margin.
+    messages = q_cluster_messages(timeout=15)
     assert ids(messages) == ["webhooks_app.W002"]
-    assert "Q_CLUSTER['timeout'] (30s) does not leave room" in messages[0].msg
-    assert "WEBHOOKS['DISPATCHER_RUN_SECONDS']" in (messages[0].hint or "")
+    assert "Q_CLUSTER['timeout'] (15s) does not leave room for a delivery run" in messages[0].msg
+    assert "WEBHOOKS['TASK_SECONDS']" in (messages[0].hint or "")
+    assert q_cluster_messages(timeout=20) == []
 
 
-def test_q_cluster_timeout_follows_dispatcher_run_seconds():
-    with override_settings(WEBHOOKS=with_changes(DISPATCHER_RUN_SECONDS=120)):
+def test_q_cluster_timeout_follows_task_seconds_and_timeout():
+    with override_settings(WEBHOOKS=with_changes(TASK_SECONDS=40, TIMEOUT=20)):
         messages = check_q_cluster()
     assert ids(messages) == ["webhooks_app.W002"]
-    assert "dispatcher's run of 120s" in messages[0].msg
+    assert "up to 66s" in messages[0].msg
 
 
 def test_q_cluster_retry_not_above_timeout():

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import delivery, retry, signing, tasks
+from webhooks_app import delivery, http, operations, retry, signing, tasks
 from webhooks_app.models import Delivery, DeliveryAttempt, Event, Webhook
 from webhooks_app.signals import webhook_disabled
 
@@ -36,8 +36,9 @@ def save_and_send(django_capture_on_commit_callbacks):
 
 
 def dispatch_at(moment):
+    """One engine run (inline, as a worker would) with the clock at ``moment``."""
     with time_machine.travel(moment, tick=False):
-        return tasks.dispatch_once()
+        return tasks.run()
 
 
 def test_request_carries_body_and_verifiable_signatures(webhook, receiver, save_and_send):
@@ -195,7 +196,11 @@ def test_delivery_fails_visibly_when_retries_are_spent(receiver, save_and_send, 
     assert webhook.last_delivery_status == "failed"
 
 
-def test_gone_disables_the_webhook_at_once(webhook, receiver, django_capture_on_commit_callbacks):
+def test_gone_disables_the_webhook_at_once(webhook, receiver, save_and_send, no_jitter):
+    receiver.queue(Response(500))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        save_and_send()  # waits for its retry in 10 s
     receiver.default = Response(410)
     disabled = []
 
@@ -204,9 +209,8 @@ def test_gone_disables_the_webhook_at_once(webhook, receiver, django_capture_on_
 
     webhook_disabled.connect(on_disabled)
     try:
-        with django_capture_on_commit_callbacks(execute=True):
-            ArticleFactory()
-            ArticleFactory()
+        with time_machine.travel(start, tick=False):
+            save_and_send()
     finally:
         webhook_disabled.disconnect(on_disabled)
 
@@ -214,10 +218,15 @@ def test_gone_disables_the_webhook_at_once(webhook, receiver, django_capture_on_
     assert webhook.is_active is False
     assert "410" in webhook.disabled_reason
     assert disabled == [webhook.disabled_reason]
+    # The retry that was waiting is skipped when it comes due, without a request.
+    dispatch_at(start + datetime.timedelta(seconds=11))
     statuses = sorted(Delivery.objects.values_list("status", flat=True))
     assert statuses == ["failed", "skipped"]
-    assert len(receiver.requests) == 1
-    ArticleFactory()
+    skipped = Delivery.objects.get(status="skipped")
+    assert "410" in skipped.last_error
+    assert len(receiver.requests) == 2
+    # Events for a disabled webhook are not even stored.
+    save_and_send()
     assert Delivery.objects.count() == 2
 
 
@@ -277,8 +286,9 @@ def test_connection_refused_is_recorded_and_retried(db, save_and_send):
     attempt = DeliveryAttempt.objects.get()
     assert attempt.response_status is None
     assert attempt.error_class == "ConnectionError"
+    assert attempt.error_message == f"Connection refused (127.0.0.1:{closed_port})"
     assert attempt.outcome == "retrying"
-    assert Delivery.objects.get().last_error.startswith("ConnectionError")
+    assert Delivery.objects.get().last_error.startswith("ConnectionError: Connection refused")
 
 
 def test_timeout_is_recorded_and_retried(receiver, save_and_send):
@@ -287,7 +297,8 @@ def test_timeout_is_recorded_and_retried(receiver, save_and_send):
     save_and_send()
 
     attempt = DeliveryAttempt.objects.get()
-    assert attempt.error_class == "ReadTimeout"
+    assert attempt.error_class == "Timeout"
+    assert attempt.error_message == "Timed out after 0.3 s waiting for the response"
     assert attempt.duration_ms < 1500
     assert Delivery.objects.get().status == "pending"
 
@@ -303,6 +314,7 @@ def test_dns_failure_is_recorded_and_retried(db, save_and_send, monkeypatch):
 
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_class == "NameResolutionError"
+    assert attempt.error_message.startswith("DNS: no such host")
     assert attempt.outcome == "retrying"
 
 
@@ -314,29 +326,41 @@ def test_response_body_is_capped(webhook, receiver, save_and_send, settings):
     assert len(DeliveryAttempt.objects.get().response_body) == 1000
 
 
-def test_disabled_webhook_skips_its_pending_deliveries(webhook, receiver, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
-    ArticleFactory()
-    row = Delivery.objects.get()
+def test_disabled_webhook_skips_its_pending_deliveries(webhook, receiver, no_jitter):
+    receiver.queue(Response(500))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        ArticleFactory()  # not committed in this test: a worker finds it by looking
+        assert tasks.run() == 1
     Webhook.objects.filter(pk=webhook.pk).update(is_active=False, disabled_reason="Paused")
 
-    assert delivery.deliver([row.pk], row.lease_token) == 1
-    row.refresh_from_db()
+    assert dispatch_at(start + datetime.timedelta(seconds=11)) == 0
+    row = Delivery.objects.get()
     assert row.status == "skipped"
     assert "Paused" in row.last_error
-    assert receiver.requests == []
-
-
-def test_rows_held_by_another_lease_are_left_alone(webhook, receiver, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
-    ArticleFactory()
-    row = Delivery.objects.get()
-
-    assert delivery.deliver([row.pk], "someone-else") == 0
-    assert receiver.requests == []
-    assert delivery.deliver([row.pk], row.lease_token) == 1
-    assert delivery.deliver([row.pk], row.lease_token) == 0
+    assert row.lease_token == ""
     assert len(receiver.requests) == 1
+
+
+def test_rows_another_worker_holds_are_left_alone_until_its_lease_runs_out(webhook, receiver):
+    ArticleFactory()
+    tasks.run()  # fans the event out and sends it
+    row = Delivery.objects.get()
+    assert row.status == "succeeded"
+    operations.retry_deliveries([row])
+    lease_until = timezone.now() + datetime.timedelta(seconds=45)
+    Delivery.objects.filter(pk=row.pk).update(
+        lease_token="someone-else", next_attempt_at=lease_until
+    )
+
+    assert tasks.run() == 0
+    assert len(receiver.requests) == 1
+    with time_machine.travel(lease_until + datetime.timedelta(seconds=1), tick=False):
+        assert tasks.run() == 1
+    assert len(receiver.requests) == 2
+    row.refresh_from_db()
+    assert row.status == "succeeded"
+    assert row.lease_token == ""
 
 
 def test_debug_logging_never_shows_the_secret(webhook, receiver, save_and_send, settings, caplog):
@@ -354,40 +378,36 @@ def test_debug_logging_never_shows_the_secret(webhook, receiver, save_and_send, 
 
 
 def test_send_never_raises_on_a_malformed_url():
-    request = delivery.OutgoingRequest("POST", "http://[::1", {}, b"{}", 1.0)
+    request = http.OutgoingRequest("POST", "http://[::1", {}, b"{}", 1.0)
 
-    result = delivery.send(request)
+    result = http.send(request)
     assert result.status_code is None
     assert result.error_class
 
 
-def test_a_row_that_cannot_be_attempted_still_reaches_an_outcome(webhook, monkeypatch, receiver):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+def test_a_row_that_cannot_be_attempted_still_reaches_an_outcome(webhook, receiver):
     ArticleFactory()
     ArticleFactory()
-    first, second = Delivery.objects.order_by("id")
     # Malformed data that got past validation (e.g. through a raw JSON field).
     Webhook.objects.filter(pk=webhook.pk).update(headers=["not", "a", "dict"])
 
-    assert delivery.deliver([first.pk, second.pk], first.lease_token) == 2
+    assert tasks.run() == 2
 
-    for row in (first, second):
-        row.refresh_from_db()
+    assert receiver.requests == []
+    for row in Delivery.objects.all():
         assert row.status == "failed"
         assert row.last_error.startswith("Could not send: AttributeError")
         assert row.lease_token == ""
     assert DeliveryAttempt.objects.filter(error_class="AttributeError").count() == 2
 
 
-def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(webhook, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
-    ArticleFactory()
-    row = Delivery.objects.get()
-    Delivery.objects.filter(pk=row.pk).update(lease_token="the-new-holder")
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(webhook):
+    event = Event.objects.create(name="create", body="{}")
+    row = Delivery.objects.create(event=event, webhook=webhook, lease_token="the-new-holder")
     row.status = "succeeded"
     row.lease_token = ""
 
-    delivery._write_outcomes([row], "the-old-holder")
+    delivery.write_outcomes([row], "the-old-holder")
 
     row.refresh_from_db()
     assert row.status == "pending"

@@ -7,20 +7,35 @@ from django.contrib.auth.signals import user_logged_in
 from django.core import serializers
 from django.db import transaction
 from django.test import RequestFactory, override_settings
+from django.utils import timezone
 
 from tests.factories import ArticleFactory, UserFactory, WebhookFactory
 from tests.models import Account, Article, Invoice, Unwatched
+from webhooks_app import claims, engine, tasks
 from webhooks_app.actor import acting_as
 from webhooks_app.events import UnknownEvent, emit
 from webhooks_app.models import Delivery, Event
 
+# These tests look at what is recorded, never committed (no worker is woken); what is sent
+# is test_delivery's business.
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
 
-@pytest.fixture(autouse=True)
-def no_delivery(monkeypatch):
-    """These tests look at what is recorded; what is sent is test_delivery's business."""
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+def fan_out():
+    """Create the deliveries of pending events, as a worker's claim does first."""
+    with transaction.atomic():
+        return claims.fan_out(timezone.now(), limit=1000, using="default")
+
+
+@pytest.fixture
+def wake_ups(monkeypatch):
+    """What reaches the queue (the engine's task names, in order), coalesced as outside the
+    suite's inline mode."""
+    calls = []
+    monkeypatch.setattr("webhooks_app.tasks._enqueue", lambda func, *args: calls.append(func))
+    monkeypatch.setattr(tasks.Conf, "SYNC", False)
+    monkeypatch.setattr(tasks, "_last_wake", 0.0)
+    return calls
 
 
 @pytest.fixture
@@ -60,7 +75,12 @@ def test_create_emits_the_envelope(hook):
     assert payload["previous"] is None
     assert payload["changed_fields"] is None
     assert payload["user"] is None
+    assert Event.objects.get().pending_fanout is True
+    assert Delivery.objects.count() == 0
+    assert fan_out() == 1
     assert Delivery.objects.get().webhook == hook
+    assert Event.objects.get().pending_fanout is False
+    assert fan_out() == 0
 
 
 def test_update_carries_previous_state_and_changed_fields(hook):
@@ -284,6 +304,7 @@ def test_user_events_are_opt_in(hook, settings):
 def test_one_event_many_webhooks_one_body():
     first, second = WebhookFactory(), WebhookFactory()
     ArticleFactory()
+    fan_out()
 
     event = Event.objects.get()
     assert {d.webhook for d in event.deliveries.all()} == {first, second}
@@ -308,34 +329,27 @@ def test_subscription_matching(events, models, delivered):
     article.save()
     emit("backup.complete", data={})
     UserFactory()
+    fan_out()
 
     received = {d.event.name for d in Delivery.objects.filter(webhook=hook)}
     assert received == delivered
 
 
-def test_deliveries_of_one_transaction_are_enqueued_together(
-    hook, monkeypatch, django_capture_on_commit_callbacks
+def test_one_transaction_wakes_the_workers_once_after_commit(
+    hook, wake_ups, django_capture_on_commit_callbacks
 ):
-    enqueued = []
-    monkeypatch.setattr(
-        "webhooks_app.tasks.enqueue_deliveries", lambda ids, token: enqueued.append(list(ids))
-    )
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         for _ in range(5):
             ArticleFactory()
-        assert enqueued == []
+        assert wake_ups == []
 
-    assert len(enqueued) == 1
-    assert sorted(enqueued[0]) == sorted(Delivery.objects.values_list("id", flat=True))
+    assert wake_ups == [tasks.RUN_TASK]
+    assert Event.objects.filter(pending_fanout=True).count() == 5
 
 
-def test_rolled_back_savepoint_drops_only_its_deliveries(
-    hook, monkeypatch, django_capture_on_commit_callbacks
+def test_rolled_back_savepoint_drops_only_its_events(
+    hook, wake_ups, django_capture_on_commit_callbacks
 ):
-    enqueued = []
-    monkeypatch.setattr(
-        "webhooks_app.tasks.enqueue_deliveries", lambda ids, token: enqueued.extend(ids)
-    )
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         kept = ArticleFactory()
         try:
@@ -346,8 +360,32 @@ def test_rolled_back_savepoint_drops_only_its_deliveries(
             pass
         later = ArticleFactory()
 
-    delivered_objects = set(
-        Delivery.objects.filter(id__in=enqueued).values_list("event__object_id", flat=True)
-    )
+    assert wake_ups == [tasks.RUN_TASK]
+    assert fan_out() == 2
+    delivered_objects = set(Delivery.objects.values_list("event__object_id", flat=True))
     assert delivered_objects == {str(kept.pk), str(later.pk)}
-    assert Delivery.objects.count() == 2
+
+
+def test_a_savepoint_rolled_back_with_the_only_event_still_leaves_a_wake_up_for_the_next(
+    hook, wake_ups, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        try:
+            with transaction.atomic():
+                ArticleFactory()
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        ArticleFactory()
+
+    assert wake_ups == [tasks.RUN_TASK]
+
+
+def test_wake_ups_from_one_process_are_coalesced(hook, wake_ups):
+    for _ in range(20):
+        tasks.wake()
+
+    # A burst of commits costs one message; the run it starts lingers long enough to find
+    # the rows committed after it was sent.
+    assert wake_ups == [tasks.RUN_TASK]
+    assert tasks.WAKE_COALESCE_SECONDS < engine.LINGER_SECONDS - engine.POLL_SECONDS

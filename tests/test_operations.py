@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import operations, signing
+from webhooks_app import claims, operations, signing
 from webhooks_app.models import Delivery, DeliveryStatus, Event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
@@ -65,14 +65,17 @@ def test_retry_gives_a_failed_delivery_one_more_attempt(
     assert first.body == second.body
 
 
-def test_retry_leaves_deliveries_in_flight_alone(webhook, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+def test_retry_leaves_deliveries_in_flight_alone(webhook):
     ArticleFactory()
-    row = Delivery.objects.get()
+    (claimed,) = claims.claim(
+        "a-worker", claims.Capacity(total=10, retry=5), using="default", fan_out_limit=10
+    )
+    row = claimed.delivery
 
     assert operations.retry_deliveries([row]) == 0
     row.refresh_from_db()
     assert row.next_trigger == "automatic"
+    assert row.lease_token == "a-worker"
 
 
 def test_recover_resends_failed_deliveries_in_the_window(

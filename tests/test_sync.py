@@ -1,11 +1,13 @@
 """Endpoints declared in settings become Webhook rows and stay in sync with settings."""
 
 import pytest
+from django.db import transaction
+from django.utils import timezone
 
 from tests.factories import ArticleFactory
-from webhooks_app import sync
+from webhooks_app import claims, sync
 from webhooks_app.maintenance import after_migrate
-from webhooks_app.models import Delivery, Webhook
+from webhooks_app.models import Delivery, Event, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -96,9 +98,12 @@ def test_sync_runs_after_migrate(settings):
     assert Webhook.objects.filter(managed_by_settings=True).count() == 1
 
 
-def test_first_event_syncs_endpoints_lazily(settings, monkeypatch):
-    monkeypatch.setattr("webhooks_app.tasks.enqueue_deliveries", lambda ids, token: None)
+def test_first_event_syncs_endpoints_lazily(settings):
     settings.WEBHOOKS = {**settings.WEBHOOKS, "ENDPOINTS": [DECLARED]}
     ArticleFactory()
 
+    assert Webhook.objects.get().settings_key == "search-index"
+    assert Event.objects.get().pending_fanout is True
+    with transaction.atomic():
+        claims.fan_out(timezone.now(), limit=10, using="default")
     assert Delivery.objects.get().webhook.settings_key == "search-index"

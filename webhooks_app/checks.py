@@ -18,7 +18,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.validators import URLValidator
 from django.utils.module_loading import import_string
 
-from webhooks_app import registry, targets
+from webhooks_app import registry, rules, targets
 from webhooks_app.conf import DEFAULTS, app_settings
 from webhooks_app.delivery import PROTECTED_HEADERS
 
@@ -33,6 +33,8 @@ ENDPOINT_KEYS = frozenset(
         "headers",
         "timeout",
         "retries",
+        "max_in_flight",
+        "rate_limit",
         "method",
         "signature_header",
         "signature_prefix",
@@ -294,6 +296,13 @@ def _check_endpoints() -> list[CheckMessage]:
             errors.extend(_check_timeout(7, f"{where}['timeout']", endpoint["timeout"]))
         if endpoint.get("retries") is not None:
             errors.extend(_check_retries(7, f"{where}['retries']", endpoint["retries"]))
+        for key, rule in (
+            ("max_in_flight", rules.max_in_flight_error),
+            ("rate_limit", rules.rate_limit_error),
+        ):
+            problem = rule(endpoint.get(key))
+            if problem:
+                errors.append(_error(7, f"{where}['{key}'] {problem}"))
         if "secret" in endpoint and not (
             isinstance(endpoint["secret"], str) and endpoint["secret"]
         ):
@@ -417,24 +426,31 @@ def _check_scalars() -> list[CheckMessage]:
     if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1000:
         errors.append(_error(16, "WEBHOOKS['BATCH_SIZE'] must be a whole number from 1 to 1000."))
     lease = app_settings.LEASE_SECONDS
-    timeout = app_settings.TIMEOUT
     if not _is_number(lease) or lease < 10:
         errors.append(_error(17, "WEBHOOKS['LEASE_SECONDS'] must be a number of seconds >= 10."))
-    elif _is_number(timeout) and 0 < timeout <= MAX_TIMEOUT and lease < 2 * timeout:
-        errors.append(
-            _error(
-                17,
-                "WEBHOOKS['LEASE_SECONDS'] must be at least twice WEBHOOKS['TIMEOUT'].",
-                "A lease shorter than a request lets a second worker send the same delivery.",
-            )
-        )
     interval = app_settings.DISPATCH_INTERVAL
     if not _is_number(interval) or not 0.1 <= interval <= 10:
         errors.append(_error(18, "WEBHOOKS['DISPATCH_INTERVAL'] must be from 0.1 to 10 seconds."))
-    run_seconds = app_settings.DISPATCHER_RUN_SECONDS
-    if not _is_number(run_seconds) or not 5 <= run_seconds <= 300:
+    task_seconds = app_settings.TASK_SECONDS
+    if not _is_number(task_seconds) or not 0.5 <= task_seconds <= 60:
+        errors.append(_error(18, "WEBHOOKS['TASK_SECONDS'] must be from 0.5 to 60 seconds."))
+    for key in ("MAX_IN_FLIGHT", "ENDPOINT_MAX_IN_FLIGHT"):
+        problem = rules.max_in_flight_error(app_settings._get(key))
+        if problem or app_settings._get(key) is None:
+            errors.append(_error(27, f"WEBHOOKS['{key}'] {problem or 'must not be None.'}"))
+    share = app_settings.RETRY_SHARE
+    if not _is_number(share) or not 0 <= share <= 1:
         errors.append(
-            _error(18, "WEBHOOKS['DISPATCHER_RUN_SECONDS'] must be from 5 to 300 seconds.")
+            _error(
+                28,
+                "WEBHOOKS['RETRY_SHARE'] must be a fraction from 0 to 1.",
+                "0.5 lets retries take half of every endpoint's slots before new events.",
+            )
+        )
+    cache_seconds = app_settings.SUBSCRIPTION_CACHE_SECONDS
+    if not _is_number(cache_seconds) or not 0 <= cache_seconds <= 60:
+        errors.append(
+            _error(29, "WEBHOOKS['SUBSCRIPTION_CACHE_SECONDS'] must be from 0 to 60 seconds.")
         )
     retry_after_max = app_settings.RETRY_AFTER_MAX
     if not _is_number(retry_after_max) or retry_after_max < 1:
@@ -482,6 +498,17 @@ _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
 ]
 
 
+def _longest_run() -> float | None:
+    """How long one delivery task usually takes at most: it stops claiming after
+    TASK_SECONDS, then waits for its last requests (a rate-limit slot, a timeout) and writes
+    them. A webhook whose own timeout is longer is only claimed while it still fits in
+    Q_CLUSTER["timeout"] (engine.Run), so this need not cover every webhook's."""
+    task_seconds, timeout = app_settings.TASK_SECONDS, app_settings.TIMEOUT
+    if not (_is_number(task_seconds) and _is_number(timeout)):
+        return None
+    return float(task_seconds) + float(timeout) + 6
+
+
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """django-q2 settings that would make the dispatcher run twice or be killed mid-run."""
     messages: list[CheckMessage] = []
@@ -504,13 +531,14 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     cluster = getattr(settings, "Q_CLUSTER", {}) or {}
     timeout = cluster.get("timeout")
     retry = cluster.get("retry", 60)
-    run_seconds = app_settings.DISPATCHER_RUN_SECONDS
-    if _is_number(timeout) and _is_number(run_seconds) and timeout <= run_seconds + 5:
+    run_seconds = _longest_run()
+    if run_seconds is not None and isinstance(timeout, (int, float)) and timeout <= run_seconds:
         messages.append(
             Warning(
-                f"Q_CLUSTER['timeout'] ({timeout}s) does not leave room for the webhook "
-                f"dispatcher's run of {run_seconds}s.",
-                hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['DISPATCHER_RUN_SECONDS'].",
+                f"Q_CLUSTER['timeout'] ({timeout}s) does not leave room for a delivery run: "
+                f"up to {run_seconds:g}s (TASK_SECONDS, then the slowest request's timeout "
+                "and the time to write its outcome).",
+                hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['TASK_SECONDS'].",
                 id="webhooks_app.W002",
             )
         )

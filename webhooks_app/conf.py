@@ -30,10 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "RESPONSE_BODY_LIMIT": 16384,
     "DEBUG": False,
     "QUEUE": None,
-    "BATCH_SIZE": 50,
+    "BATCH_SIZE": 200,
     "LEASE_SECONDS": 45,
     "DISPATCH_INTERVAL": 1.0,
-    "DISPATCHER_RUN_SECONDS": 25,
+    "TASK_SECONDS": 5.0,
+    "MAX_IN_FLIGHT": 200,
+    "ENDPOINT_MAX_IN_FLIGHT": 20,
+    "RETRY_SHARE": 0.5,
+    "SUBSCRIPTION_CACHE_SECONDS": 1.0,
     # REST API (webhooks_app.api)
     "API_OWNER_SCOPED": False,
     "ALLOW_HTTP": False,
@@ -145,8 +149,29 @@ class WebhooksSettings:
         return self._get("DISPATCH_INTERVAL")
 
     @property
-    def DISPATCHER_RUN_SECONDS(self) -> Any:
-        return self._get("DISPATCHER_RUN_SECONDS")
+    def TASK_SECONDS(self) -> Any:
+        """How long one delivery task keeps claiming new work before it hands over."""
+        return self._get("TASK_SECONDS")
+
+    @property
+    def MAX_IN_FLIGHT(self) -> Any:
+        """Requests one worker process keeps in flight at once."""
+        return self._get("MAX_IN_FLIGHT")
+
+    @property
+    def ENDPOINT_MAX_IN_FLIGHT(self) -> Any:
+        """Requests in flight to one endpoint across all workers, unless the webhook says."""
+        return self._get("ENDPOINT_MAX_IN_FLIGHT")
+
+    @property
+    def RETRY_SHARE(self) -> Any:
+        """The largest share of a worker's and an endpoint's slots that retries may take."""
+        return self._get("RETRY_SHARE")
+
+    @property
+    def SUBSCRIPTION_CACHE_SECONDS(self) -> Any:
+        """How long a process trusts its copy of who subscribed to what."""
+        return self._get("SUBSCRIPTION_CACHE_SECONDS")
 
     @property
     def API_OWNER_SCOPED(self) -> bool:

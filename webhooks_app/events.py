@@ -1,4 +1,10 @@
-"""``emit()``: the one way an Event is created, with the envelope every subscriber receives."""
+"""``emit()``: the one way an Event is created, with the envelope every subscriber receives.
+
+A watched save costs the writer one INSERT: the Event row, in the caller's transaction, marked
+``pending_fanout``. After commit a worker is woken; it creates the event's deliveries (one per
+subscribed webhook) and sends them. The Event row is the outbox: it commits or rolls back with
+the caller's change, and a worker that never woke finds it again (``tasks.tick``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 from django.utils import timezone
 
-from webhooks_app import actor, registry, subscriptions, sync, tasks
+from webhooks_app import actor, registry, subscriptions, tasks
 from webhooks_app.conf import app_settings
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Trigger, Webhook
+from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Trigger, Webhook
 from webhooks_app.serialization import dumps, encode_value
 
 
@@ -36,21 +42,38 @@ def emit(
     model: str = "",
     object_id: Any = "",
     user: Any = _UNSET,
-    previous: Any = None,
-    changed_fields: Sequence[str] | None = None,
-    webhooks: Sequence[Webhook] | None = None,
-    trigger: str = Trigger.AUTOMATIC,
     using: str | None = None,
-    queue: bool = True,
 ) -> Event | None:
-    """Record an event and what must be delivered, in the caller's transaction.
+    """Record an event for every active webhook subscribed to it, in the caller's transaction.
 
     ``name`` must be in the event catalogue (``WEBHOOKS["EVENTS"]`` for custom events).
-    ``user`` defaults to the current actor (the request's user, or ``acting_as``). The event
-    goes to every active webhook subscribed to it, or only to ``webhooks`` when given (test
-    sends). Nothing is written and ``None`` is returned when webhooks are disabled or nobody
-    subscribed. Delivery starts after the transaction commits; a rollback sends nothing.
-    ``queue=False`` leaves the attempt to the caller (see ``create_deliveries``).
+    ``user`` defaults to the current actor (the request's user, or ``acting_as``). Nothing is
+    written and ``None`` is returned when webhooks are disabled or nobody subscribed. Delivery
+    starts after the transaction commits; a rollback sends nothing.
+    """
+    return record(name, data=data, model=model, object_id=object_id, user=user, using=using)
+
+
+def record(
+    name: str,
+    *,
+    data: Any = None,
+    model: str = "",
+    object_id: Any = "",
+    user: Any = _UNSET,
+    previous: Any = None,
+    changed_fields: Sequence[str] | None = None,
+    using: str | None = None,
+    webhooks: Sequence[Webhook] | None = None,
+    trigger: str = Trigger.AUTOMATIC,
+    hold_for: float | None = None,
+) -> Event | None:
+    """``emit()`` with the arguments the package itself needs.
+
+    Signal handlers pass ``previous`` and ``changed_fields``. Test sends pass ``webhooks``
+    (the deliveries are created at once instead of by a worker) with ``trigger`` and
+    ``hold_for``: the rows are then leased to the caller for that many seconds, who attempts
+    them itself (``delivery.attempt_now``), and no worker is woken.
     """
     if not app_settings.ENABLED:
         return None
@@ -59,16 +82,19 @@ def emit(
             f"{name!r} is not a known event name; declare custom events in WEBHOOKS['EVENTS']"
         )
     using = using or router.db_for_write(Event) or DEFAULT_DB_ALIAS
-    if webhooks is None:
-        sync.ensure_synced(using=using)
-        targets = subscriptions.subscribed_webhooks(name, model, using=using)
-    else:
-        targets = list(webhooks)
-    if not targets:
+    if webhooks is None and not subscriptions.anyone_subscribed(name, model, using=using):
+        return None
+    if webhooks is not None and not webhooks:
         return None
 
     now = timezone.now()
-    event = Event(name=name, model=model, object_id=str(object_id or ""), created_at=now)
+    event = Event(
+        name=name,
+        model=model,
+        object_id=str(object_id or ""),
+        created_at=now,
+        pending_fanout=webhooks is None,
+    )
     envelope = {
         "id": event.id,
         "event": name,
@@ -81,9 +107,14 @@ def emit(
     }
     event.body = dumps(envelope)
 
+    if webhooks is None:
+        # One statement: in autocommit it needs no transaction of its own.
+        event.save(force_insert=True, using=using)
+        tasks.wake_on_commit(using)
+        return event
     with transaction.atomic(using=using):
         event.save(force_insert=True, using=using)
-        create_deliveries(event, targets, trigger=trigger, using=using, queue=queue)
+        create_deliveries(event, webhooks, trigger=trigger, using=using, hold_for=hold_for)
     return event
 
 
@@ -93,33 +124,44 @@ def create_deliveries(
     *,
     trigger: str = Trigger.AUTOMATIC,
     using: str = DEFAULT_DB_ALIAS,
-    queue: bool = True,
+    hold_for: float | None = None,
 ) -> list[Delivery]:
-    """One pending Delivery of ``event`` per webhook, handed to the workers on commit.
-
-    The new rows are leased to this transaction's batch; if its queue message never reaches a
-    worker, the lease runs out and the dispatcher picks the rows up. With ``queue=False`` the
-    caller attempts them itself (``delivery.deliver(ids, lease_token)``), as a test send does.
-    """
+    """One pending Delivery of ``event`` per webhook, due at once (a worker is woken on
+    commit), or leased to the caller for ``hold_for`` seconds."""
     now = timezone.now()
-    batch = tasks.batch_for_transaction(using) if queue else None
-    lease_token = batch.lease_token if batch else uuid.uuid4().hex
-    lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
+    held = hold_for is not None
+    lease_token = uuid.uuid4().hex if held else ""
+    due_at = now + datetime.timedelta(seconds=hold_for) if hold_for is not None else now
     deliveries = Delivery.objects.using(using).bulk_create(
-        Delivery(
-            event=event,
-            webhook=webhook,
-            event_name=event.name,
-            event_model=event.model,
-            status=DeliveryStatus.PENDING,
-            max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
-            next_attempt_at=lease_until,
-            next_trigger=trigger,
-            lease_token=lease_token,
-            created_at=now,
-        )
+        new_delivery(event, webhook, trigger=trigger, due_at=due_at, lease_token=lease_token)
         for webhook in webhooks
     )
-    if batch:
-        batch.add([delivery.pk for delivery in deliveries])
+    if deliveries and not held:
+        tasks.wake_on_commit(using)
     return deliveries
+
+
+def new_delivery(
+    event: Event,
+    webhook: Webhook,
+    *,
+    trigger: str = Trigger.AUTOMATIC,
+    due_at: datetime.datetime,
+    lease_token: str = "",
+) -> Delivery:
+    """An unsaved pending Delivery of ``event`` to ``webhook``: the one place its initial
+    state is decided (workers fanning out and ``create_deliveries`` both use it)."""
+    return Delivery(
+        event_id=event.id,
+        webhook_id=webhook.pk,
+        event_name=event.name,
+        event_model=event.model,
+        status=DeliveryStatus.PENDING,
+        max_attempts=1 if trigger == Trigger.TEST else 1 + webhook.effective_retries,
+        next_attempt_at=due_at,
+        next_trigger=trigger,
+        # An operator's resend competes with retries, not with new events.
+        lane=Lane.FIRST if trigger == Trigger.AUTOMATIC else Lane.RETRY,
+        lease_token=lease_token,
+        created_at=timezone.now(),
+    )

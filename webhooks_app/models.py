@@ -63,6 +63,17 @@ class Webhook(models.Model):
     # every webhook that did not choose its own value.
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds; empty = default.")
     retries = models.PositiveSmallIntegerField(null=True, blank=True)
+    max_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests in flight to this endpoint at once, across all workers; "
+        "empty = the default.",
+    )
+    rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Requests per second across all workers; empty = no limit.",
+    )
     signature_header = models.CharField(max_length=100, blank=True)
     # null means "use SIGNATURE_PREFIX"; "" is a real choice (no prefix), so the two must differ.
     signature_prefix = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
@@ -124,6 +135,11 @@ class Webhook(models.Model):
         return int(self.retries if self.retries is not None else app_settings.RETRIES)
 
     @property
+    def effective_max_in_flight(self) -> int:
+        value = self.max_in_flight or app_settings.ENDPOINT_MAX_IN_FLIGHT
+        return max(1, int(value))
+
+    @property
     def effective_signature_header(self) -> str:
         return str(self.signature_header or app_settings.SIGNATURE_HEADER)
 
@@ -143,6 +159,12 @@ class Webhook(models.Model):
         return secrets
 
 
+class EventQuerySet(models.QuerySet["Event"]):
+    def pending_fanout(self) -> EventQuerySet:
+        """Events whose deliveries no worker has created yet, oldest first."""
+        return self.filter(pending_fanout=True).order_by("created_at")
+
+
 class Event(models.Model):
     """Something that happened, with the exact JSON body every subscriber receives."""
 
@@ -153,10 +175,20 @@ class Event(models.Model):
     # The bytes we sign and send, stored once so every retry sends the same bytes.
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    # True from emit() until a worker has created the event's deliveries ("fanned it out"):
+    # the writer's transaction stores one row, the workers do the rest.
+    pending_fanout = models.BooleanField(default=False, editable=False)
+
+    objects = EventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(pending_fanout=True),
+                name="webhooks_event_fanout_idx",
+            ),
             models.Index(fields=["-created_at"], name="webhooks_event_created_idx"),
             models.Index(fields=["name", "-created_at"], name="webhooks_event_name_idx"),
             models.Index(fields=["model", "object_id"], name="webhooks_event_object_idx"),
@@ -186,10 +218,42 @@ class Trigger(models.TextChoices):
     TEST = "test", "Test"
 
 
+class Lane(models.TextChoices):
+    """Capacity pools: retries and recovery never take all of a worker's or an endpoint's
+    slots, so new events keep flowing while a backlog of failures is worked off."""
+
+    FIRST = "first", "First attempt"
+    RETRY = "retry", "Retry or resend"
+
+
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
+    """The lease verbs, in one place: every claim and every release goes through these."""
+
     def due(self, now: datetime) -> DeliveryQuerySet:
         """Pending rows whose time has come, or whose holder's lease ran out."""
         return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+
+    def due_in_lane(self, lane: str, now: datetime) -> DeliveryQuerySet:
+        """Due rows of one lane, oldest first (the lane's partial index, in order)."""
+        return self.filter(
+            status=DeliveryStatus.PENDING, lane=lane, next_attempt_at__lte=now
+        ).order_by("next_attempt_at")
+
+    def leased(self, now: datetime) -> DeliveryQuerySet:
+        """Rows someone holds right now: being sent, or about to be."""
+        return self.filter(
+            status=DeliveryStatus.PENDING, lease_token__gt="", next_attempt_at__gt=now
+        )
+
+    def held_by(self, token: str) -> DeliveryQuerySet:
+        return self.filter(status=DeliveryStatus.PENDING, lease_token=token)
+
+    def lease_to(self, token: str, until: datetime) -> int:
+        """Give these rows to ``token`` until ``until``; returns how many it got.
+
+        Callers narrow the queryset to what they may take (``due(...)``, ``held_by(...)``),
+        so a row another holder took in the meantime is not in the UPDATE's WHERE."""
+        return self.update(lease_token=token, next_attempt_at=until)
 
     def failed(self) -> DeliveryQuerySet:
         return self.filter(status=DeliveryStatus.FAILED)
@@ -209,6 +273,7 @@ class Delivery(models.Model):
     next_trigger = models.CharField(
         max_length=20, choices=Trigger.choices, default=Trigger.AUTOMATIC
     )
+    lane = models.CharField(max_length=8, choices=Lane.choices, default=Lane.FIRST)
     # While lease_token is set, whoever holds that token may attempt the row, and
     # next_attempt_at is when the lease runs out: a pending row is due (for a first attempt, a
     # retry, or because its holder vanished) exactly when next_attempt_at has passed, so one
@@ -232,6 +297,19 @@ class Delivery(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due_idx"),
+            # Only pending rows: the claim's scan of one lane stays small and in due order
+            # however many settled rows the table holds.
+            models.Index(
+                fields=["lane", "next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhooks_delivery_lane_idx",
+            ),
+            # Only leased rows (at most the workers' slots): requests in flight per endpoint.
+            models.Index(
+                fields=["webhook", "next_attempt_at"],
+                condition=Q(lease_token__gt=""),
+                name="webhooks_delivery_leased_idx",
+            ),
             models.Index(fields=["webhook", "-created_at"], name="webhooks_delivery_hook_idx"),
             models.Index(fields=["status", "-created_at"], name="webhooks_delivery_status_idx"),
             models.Index(fields=["-created_at"], name="webhooks_delivery_created_idx"),
@@ -282,12 +360,49 @@ class DeliveryAttempt(models.Model):
         return f"attempt {self.number} of delivery {self.delivery_id}: {result}"
 
 
+class LeaseQuerySet(models.QuerySet["Lease"]):
+    def acquire(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``seconds``; False while someone else holds it."""
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=seconds)
+        taken = (
+            self.filter(name=name)
+            .filter(Q(expires_at__lt=now) | Q(owner=owner))
+            .update(owner=owner, expires_at=expires_at)
+        )
+        if taken:
+            return True
+        _, created = self.get_or_create(
+            name=name, defaults={"owner": owner, "expires_at": expires_at}
+        )
+        return created
+
+    def release(self, name: str, owner: str) -> None:
+        self.filter(name=name, owner=owner).update(expires_at=timezone.now())
+
+    def is_held(self, name: str) -> bool:
+        return self.filter(name=name, expires_at__gte=timezone.now()).exists()
+
+    def lock(self, name: str) -> None:
+        """Serialise this transaction with every other one that locks ``name``.
+
+        An UPDATE takes the row lock on PostgreSQL and the write lock on SQLite (whatever its
+        transaction mode), so it works the same on both; ``select_for_update`` is a no-op on
+        SQLite. Call it first in an ``atomic()`` block.
+        """
+        if not self.filter(name=name).update(owner=""):
+            self.get_or_create(name=name, defaults={"owner": "", "expires_at": timezone.now()})
+            self.filter(name=name).update(owner="")
+
+
 class Lease(models.Model):
-    """A named lease held by one process at a time (the dispatcher loop)."""
+    """A named lease held by one process at a time (the ticker), or a lock row (claims)."""
 
     name = models.CharField(primary_key=True, max_length=100)
     owner = models.CharField(max_length=64)
     expires_at = models.DateTimeField()
+
+    objects = LeaseQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.owner} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
@@ -295,6 +410,23 @@ class Lease(models.Model):
     @property
     def remaining(self) -> timedelta:
         return self.expires_at - timezone.now()
+
+
+class RateLimitState(models.Model):
+    """The next free send slot of a rate-limited webhook, shared by every worker and cluster.
+
+    Claims are serialised (``Lease.objects.lock``), so each claim hands out the slots after
+    the previous one's: requests to the endpoint are spaced ``1 / rate_limit`` seconds apart
+    however many processes send.
+    """
+
+    webhook = models.OneToOneField(
+        Webhook, primary_key=True, on_delete=models.CASCADE, related_name="rate_limit_state"
+    )
+    next_slot_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"webhook {self.webhook_id}: next slot {self.next_slot_at:%H:%M:%S.%f}"
 
 
 class DeliveryHealth(Delivery):

@@ -7,7 +7,6 @@ from the admin and a retry through the API are the same retry.
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,14 +14,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from webhooks_app import delivery, signing, subscriptions, tasks
-from webhooks_app.conf import app_settings
-from webhooks_app.events import create_deliveries, emit
+from webhooks_app import delivery, events, signing, subscriptions, tasks
 from webhooks_app.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
     Event,
+    Lane,
     Trigger,
     Webhook,
 )
@@ -51,30 +49,22 @@ def send_test(
     is how one finds out whether to enable it again.
     """
     payload = {"message": "Test event from django-webhooks."} if data is None else data
-    with transaction.atomic():
-        event = emit(
-            event_name,
-            data=payload,
-            model=model,
-            user=user,
-            webhooks=[webhook],
-            trigger=Trigger.TEST,
-            queue=False,
-        )
+    event = events.record(
+        event_name,
+        data=payload,
+        model=model,
+        user=user,
+        webhooks=[webhook],
+        trigger=Trigger.TEST,
+        # Held for as long as this send can take, so no worker sends it too.
+        hold_for=3 * webhook.effective_timeout + 5,
+    )
     if event is None:
         raise OperationError("Webhooks are disabled (WEBHOOKS['ENABLED'] is False).")
     row = event.deliveries.get()
-    # Hold the row for as long as this send can take, so the dispatcher never sends it too.
-    Delivery.objects.filter(pk=row.pk).update(
-        next_attempt_at=timezone.now()
-        + datetime.timedelta(seconds=3 * webhook.effective_timeout + 5)
-    )
     # A disabled webhook's delivery would be skipped; a test is attempted regardless.
-    row.webhook = webhook
-    attempt = delivery.attempt_delivery(row, webhook)
-    row.save()
-    attempt.save()
-    return attempt
+    row.event = event
+    return delivery.attempt_now(row, webhook)
 
 
 def retry_deliveries(deliveries: QuerySet[Delivery] | Iterable[Delivery]) -> int:
@@ -90,36 +80,31 @@ def retry_deliveries(deliveries: QuerySet[Delivery] | Iterable[Delivery]) -> int
     else:
         queryset = Delivery.objects.filter(pk__in=[d.pk for d in deliveries])
     now = timezone.now()
-    token = uuid.uuid4().hex
-    lease_until = now + datetime.timedelta(seconds=float(app_settings.LEASE_SECONDS))
     with transaction.atomic():
-        rows = queryset.exclude(status=DeliveryStatus.PENDING, lease_token__gt="").values_list(
-            "pk", "status", "attempts", "max_attempts"
-        )
+        held = Delivery.objects.leased(now).values("pk")
+        rows = queryset.exclude(pk__in=held).values_list("pk", "status", "attempts", "max_attempts")
         by_new_max: dict[int, list[int]] = {}
         for pk, status, attempts, max_attempts in rows:
             new_max = max_attempts if status == DeliveryStatus.PENDING else attempts + 1
             by_new_max.setdefault(new_max, []).append(pk)
-        queued: list[int] = []
+        queued = 0
         for new_max, pks in by_new_max.items():
-            Delivery.objects.filter(pk__in=pks).exclude(
-                status=DeliveryStatus.PENDING, lease_token__gt=""
-            ).update(
-                status=DeliveryStatus.PENDING,
-                max_attempts=new_max,
-                next_attempt_at=lease_until,
-                next_trigger=Trigger.MANUAL,
-                lease_token=token,
-                completed_at=None,
+            queued += (
+                Delivery.objects.filter(pk__in=pks)
+                .exclude(pk__in=Delivery.objects.leased(now).values("pk"))
+                .update(
+                    status=DeliveryStatus.PENDING,
+                    max_attempts=new_max,
+                    next_attempt_at=now,
+                    next_trigger=Trigger.MANUAL,
+                    lane=Lane.RETRY,
+                    lease_token="",
+                    completed_at=None,
+                )
             )
-            queued.extend(pks)
-
-        def hand_over() -> None:
-            tasks.enqueue_deliveries(queued, token)
-
         if queued:
-            transaction.on_commit(hand_over, robust=True)
-    return len(queued)
+            tasks.wake_on_commit()
+    return queued
 
 
 def recover(
@@ -140,7 +125,7 @@ def redeliver_event(event: Event) -> int:
     """Send an event again to every active webhook subscribed to it now; returns how many."""
     with transaction.atomic():
         targets = subscriptions.subscribed_webhooks(event.name, event.model, using="default")
-        created = create_deliveries(event, targets, trigger=Trigger.MANUAL)
+        created = events.create_deliveries(event, targets, trigger=Trigger.MANUAL)
     return len(created)
 
 

@@ -58,6 +58,13 @@ class WatchedModel:
             if f.name == pk_name or (f.name not in excluded and not is_sensitive(f.name))
         ]
 
+    def read_field_names(self) -> list[str]:
+        """What must be loaded to build ``data`` and judge the status events."""
+        names = self.data_field_names()
+        if self.status_field and self.status_field not in names:
+            names.append(self.status_field)
+        return names
+
 
 def is_sensitive(field_name: str) -> bool:
     lowered = field_name.lower()

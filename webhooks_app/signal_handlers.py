@@ -47,7 +47,11 @@ def before_save(
     if raw or watched is None or not app_settings.ENABLED or instance.pk is None:
         return
     using = kwargs.get("using")
-    stored = sender._base_manager.using(using).filter(pk=instance.pk).first()
+    stored_rows = sender._base_manager.using(using).filter(pk=instance.pk)
+    if not watched.serializer:
+        # Only what the payload and the status events read: a wide row costs the writer.
+        stored_rows = stored_rows.only(*watched.read_field_names())
+    stored = stored_rows.first()
     if stored is not None:
         setattr(instance, _PREVIOUS, (serialize(watched, stored), _is_published(watched, stored)))
 
@@ -58,7 +62,7 @@ def after_save(
     watched = _watched(sender)
     if raw or watched is None or not app_settings.ENABLED:
         return
-    from webhooks_app.events import emit
+    from webhooks_app.events import record as emit
 
     using = kwargs.get("using")
     data = serialize(watched, instance)
@@ -85,7 +89,7 @@ def after_delete(sender: type[models.Model], instance: models.Model, **kwargs: A
     watched = _watched(sender)
     if watched is None or not app_settings.ENABLED:
         return
-    from webhooks_app.events import emit
+    from webhooks_app.events import record as emit
 
     last_state = serialize(watched, instance)
     emit(
@@ -164,11 +168,22 @@ def disconnect() -> None:
 
 def on_setting_changed(setting: str, **kwargs: Any) -> None:
     if setting == "WEBHOOKS":
+        from webhooks_app import subscriptions
+
         registry.clear_caches()
+        subscriptions.forget()
         connect()
 
 
 def wire() -> None:
     """Called once from ``AppConfig.ready()``."""
+    from webhooks_app import subscriptions
+    from webhooks_app.models import Webhook
+
     connect()
     setting_changed.connect(on_setting_changed, dispatch_uid="webhooks_app:setting_changed")
+    # This process sees its own webhook changes at once; others within their cache's life.
+    for signal in (post_save, post_delete):
+        signal.connect(
+            subscriptions.forget, sender=Webhook, dispatch_uid=f"webhooks_app:forget:{signal}"
+        )

@@ -51,6 +51,8 @@ def _row_values(endpoint: dict[str, Any]) -> dict[str, Any]:
         "method": str(endpoint.get("method") or "POST").upper(),
         "timeout": endpoint.get("timeout"),
         "retries": endpoint.get("retries"),
+        "max_in_flight": endpoint.get("max_in_flight"),
+        "rate_limit": endpoint.get("rate_limit"),
         "signature_header": str(endpoint.get("signature_header") or ""),
         "signature_prefix": endpoint.get("signature_prefix"),
         "is_active": bool(endpoint.get("active", True)),

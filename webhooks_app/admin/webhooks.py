@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from webhooks_app import checks, operations, signing, stats
+from webhooks_app import checks, operations, rules, signing, stats
 from webhooks_app.admin.common import has_perm, pretty_json, status_badge
 from webhooks_app.delivery import redact_headers
 from webhooks_app.models import Delivery, Webhook
@@ -75,9 +75,25 @@ class WebhookForm(forms.ModelForm):
             "headers",
             "timeout",
             "retries",
+            "max_in_flight",
+            "rate_limit",
             "signature_header",
             "signature_prefix",
         ]
+
+    def clean_max_in_flight(self) -> Any:
+        value = self.cleaned_data.get("max_in_flight")
+        problem = rules.max_in_flight_error(value)
+        if problem:
+            raise forms.ValidationError(f"The value {problem}")
+        return value
+
+    def clean_rate_limit(self) -> Any:
+        value = self.cleaned_data.get("rate_limit")
+        problem = rules.rate_limit_error(value)
+        if problem:
+            raise forms.ValidationError(f"The value {problem}")
+        return value
 
     def clean_headers(self) -> Any:
         headers = self.cleaned_data.get("headers") or {}
@@ -132,6 +148,8 @@ class WebhookAdmin(admin.ModelAdmin):
                     "headers",
                     "timeout",
                     "retries",
+                    "max_in_flight",
+                    "rate_limit",
                     "signature_header",
                     "signature_prefix",
                     "masked_secret",

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from webhooks_app import checks, delivery, operations, registry, signing, targets
+from webhooks_app import checks, delivery, operations, registry, rules, signing, targets
 from webhooks_app.conf import app_settings
 from webhooks_app.delivery import PROTECTED_HEADERS
 from webhooks_app.models import Webhook
@@ -101,6 +101,18 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         max_value=checks.MAX_RETRIES,
         help_text=f"0 to {checks.MAX_RETRIES}; null = the site default.",
     )
+    max_in_flight = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Requests in flight to this endpoint at once, across all workers, "
+        f"1 to {rules.MAX_IN_FLIGHT_LIMIT}; null = the site default.",
+    )
+    rate_limit = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Requests per second across all workers (0.5 = one every two seconds); "
+        "null = no limit. Deliveries over the limit wait; they never fail for it.",
+    )
 
     class Meta:
         model = Webhook
@@ -115,6 +127,8 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             "method",
             "timeout",
             "retries",
+            "max_in_flight",
+            "rate_limit",
             "signature_header",
             "signature_prefix",
             "is_active",
@@ -140,6 +154,18 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             targets.check_target_url(value)
         except targets.TargetNotAllowed as exc:
             raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate_max_in_flight(self, value: int | None) -> int | None:
+        problem = rules.max_in_flight_error(value)
+        if problem:
+            raise serializers.ValidationError(f"The value {problem}")
+        return value
+
+    def validate_rate_limit(self, value: float | None) -> float | None:
+        problem = rules.rate_limit_error(value)
+        if problem:
+            raise serializers.ValidationError(f"The value {problem}")
         return value
 
     def validate_secret(self, value: str) -> str:

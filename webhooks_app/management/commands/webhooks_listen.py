@@ -10,8 +10,9 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from webhooks_app import delivery, signing
+from webhooks_app import signing
 from webhooks_app.conf import app_settings
+from webhooks_app.http import OutgoingRequest, send
 from webhooks_app.management.cli import EXIT_PROBLEM, UsageError, WebhooksCommand
 
 # Headers passed on with --forward-to: what a receiver verifies and routes on.
@@ -176,14 +177,14 @@ arguments."""
 
     def forward(self, headers: dict[str, str], body: bytes) -> None:
         keep = {*FORWARDED, self.header.lower()}
-        request = delivery.OutgoingRequest(
+        request = OutgoingRequest(
             method="POST",
             url=self.options["forward_to"],
             headers={k: v for k, v in headers.items() if k.lower() in keep},
             body=body,
             timeout=10.0,
         )
-        result = delivery.send(request)
+        result = send(request)
         if result.status_code is not None:
             self.stdout.write(
                 f"    -> forwarded: HTTP {result.status_code} in {result.duration_ms} ms"

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from webhooks_app import delivery, events, operations, registry
+from webhooks_app import delivery, events, http, operations, registry
 from webhooks_app.ids import new_event_id
 from webhooks_app.management.cli import EXIT_PROBLEM, UsageError, WebhooksCommand, find_webhook
 from webhooks_app.models import Trigger, Webhook
@@ -99,7 +99,7 @@ it did not (or could not be reached), 2 for bad arguments."""
     def _queue(self, webhook: Webhook, options: dict[str, Any], data: Any) -> None:
         payload = {"message": "Test event from django-webhooks."} if data is None else data
         with transaction.atomic():
-            event = events.emit(
+            event = events.record(
                 options["event"],
                 data=payload,
                 model=options["model"],
@@ -136,7 +136,7 @@ it did not (or could not be reached), 2 for bad arguments."""
             }
         ).encode()
         request = delivery.build_request(webhook, event_id, body)
-        result = delivery.send(request)
+        result = http.send(request)
         self._report(
             request.method,
             request.url,

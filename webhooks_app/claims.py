@@ -1,0 +1,407 @@
+"""Claiming work: events fanned out into deliveries, and due deliveries leased to a sender.
+
+Every claim runs in one transaction that starts by locking one row
+(``Lease.objects.lock(CLAIM_LOCK)``), so claims from all workers and clusters take turns. That
+makes three limits exact across processes, with the database as the only coordinator:
+
+* **Requests in flight per endpoint.** A leased row is a request in flight (or about to be);
+  a claim counts them per webhook and takes no more than the webhook's
+  ``effective_max_in_flight`` allows.
+* **Rate limits.** A rate-limited webhook's next free send slot lives in ``RateLimitState``;
+  a claim hands out the slots of the next ``RATE_HORIZON_SECONDS`` and moves it on. Rows
+  over the limit are simply not claimed: they wait, due, and are never failed for it.
+* **Lanes.** Retries and resends (``Lane.RETRY``) may take at most ``RETRY_SHARE`` of an
+  endpoint's slots and of the claiming worker's before first attempts had their turn; they
+  borrow what first attempts leave unused. First attempts therefore always keep at least the
+  rest, and a recovery of a thousand failed deliveries does not hold up new events.
+
+Rows of a webhook that is saturated or rate-blocked are excluded from the scan, so a hanging
+endpoint's backlog at the head of the queue does not hide other endpoints' rows behind it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from webhooks_app import subscriptions
+from webhooks_app.conf import app_settings
+from webhooks_app.events import new_delivery
+from webhooks_app.models import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Lane,
+    Lease,
+    RateLimitState,
+    Trigger,
+    Webhook,
+)
+
+CLAIM_LOCK = "webhooks_app.claim"
+# A claim hands out the rate-limited slots of this far ahead; the rows wait in the sender.
+RATE_HORIZON_SECONDS = 1.0
+# A claimed row's lease covers its wait for a slot, its deadline, and this much for writing
+# the outcome; LEASE_SECONDS is the floor.
+RECORDING_SLACK_SECONDS = 10.0
+# A scan of one lane stops after this many rounds of excluding webhooks that filled up.
+_SCAN_ROUNDS = 3
+_CANDIDATE_FIELDS = (
+    "id",
+    "webhook_id",
+    "event_id",
+    "attempts",
+    "max_attempts",
+    "next_trigger",
+    "lane",
+    "event_name",
+    "event_model",
+    "created_at",
+)
+
+
+@dataclass
+class Claimed:
+    """A row this sender now holds, with what it needs to send it."""
+
+    delivery: Delivery
+    webhook: Webhook
+    body: bytes = b""
+    # Wall-clock time of its rate-limited slot; None = send at once.
+    send_at: datetime.datetime | None = None
+
+
+@dataclass
+class Capacity:
+    """What the claiming sender can take: free slots, and free slots for the retry lane."""
+
+    total: int
+    retry: int
+
+
+@dataclass
+class _Allowance:
+    """What one webhook may still get in this claim."""
+
+    total: int
+    retry: int
+    rate_slots: int | None = None
+    next_slot: datetime.datetime | None = None
+    interval: float = 0.0
+    taken: list[Claimed] = field(default_factory=list)
+
+    def room(self, lane: str, borrowing: bool) -> int:
+        room = self.total if lane == Lane.FIRST or borrowing else min(self.total, self.retry)
+        if self.rate_slots is not None:
+            room = min(room, self.rate_slots)
+        return max(0, room)
+
+
+def lease_seconds(webhook: Webhook, wait: float = 0.0) -> float:
+    """How long a claim holds a row of ``webhook``: never shorter than its attempt can take."""
+    needed = wait + webhook.effective_timeout + RECORDING_SLACK_SECONDS
+    return max(float(app_settings.LEASE_SECONDS), needed)
+
+
+def fan_out(now: datetime.datetime, *, limit: int, using: str) -> int:
+    """Create the deliveries of up to ``limit`` events still pending fan-out; returns how
+    many rows. Call inside the claim lock: two workers never fan out one event twice."""
+    events = list(
+        Event.objects.using(using)
+        .pending_fanout()
+        .only("id", "name", "model", "created_at")[:limit]
+    )
+    if not events:
+        return 0
+    webhooks = subscriptions.active_webhooks(using)
+    rows = [
+        new_delivery(event, webhook, due_at=event.created_at)
+        for event in events
+        for webhook in subscriptions.matching(webhooks, event.name, event.model)
+    ]
+    Delivery.objects.using(using).bulk_create(rows)
+    Event.objects.using(using).filter(id__in=[event.id for event in events]).update(
+        pending_fanout=False
+    )
+    return len(rows)
+
+
+def claim(
+    token: str,
+    capacity: Capacity,
+    *,
+    using: str,
+    fan_out_limit: int,
+    must_end_by: datetime.datetime | None = None,
+) -> list[Claimed]:
+    """Fan out pending events, then lease due rows to ``token`` within every limit.
+
+    Returns the rows claimed, with their bodies, ready to send once this returns (the
+    transaction has committed). Rows of inactive webhooks found on the way are settled as
+    skipped here, without a request. With ``must_end_by``, rows whose attempt could still be
+    running then (a long timeout, a late rate-limit slot) are left for another run.
+    """
+    if capacity.total <= 0:
+        return []
+    with transaction.atomic(using=using):
+        Lease.objects.using(using).lock(CLAIM_LOCK)
+        now = timezone.now()
+        fan_out(now, limit=fan_out_limit, using=using)
+        claimer = _Claim(token, capacity, now, using, must_end_by)
+        claimed = claimer.run()
+    return claimed
+
+
+class _Claim:
+    """One claim's bookkeeping; lives inside the claim transaction."""
+
+    def __init__(
+        self,
+        token: str,
+        capacity: Capacity,
+        now: datetime.datetime,
+        using: str,
+        must_end_by: datetime.datetime | None,
+    ):
+        self.token = token
+        self.must_end_by = must_end_by
+        self.capacity = capacity
+        self.now = now
+        self.using = using
+        self.webhooks: dict[int, Webhook] = {}
+        self.allowances: dict[int, _Allowance] = {}
+        # Webhooks no scan should return rows of any more: full, rate-blocked or inactive;
+        # and those whose retries have used their share (first attempts may still go).
+        self.exclude: set[int] = set()
+        self.retry_share_used: set[int] = set()
+        self.skipped: dict[int, list[int]] = defaultdict(list)
+        self.in_flight: dict[int, tuple[int, int]] = {}
+        self.taken: list[Claimed] = []
+        self.retry_taken = 0
+
+    def run(self) -> list[Claimed]:
+        self._count_in_flight()
+        self._exclude_rate_blocked()
+        batch = max(1, int(app_settings.BATCH_SIZE))
+        self._scan(Lane.RETRY, min(batch, self.capacity.retry), borrowing=False)
+        self._scan(Lane.FIRST, batch, borrowing=False)
+        self._scan(Lane.RETRY, batch, borrowing=True)
+        self._settle_skipped()
+        self._lease()
+        self._save_rate_slots()
+        self._attach_bodies()
+        return self.taken
+
+    # --- what is already out -------------------------------------------------------------
+
+    def _count_in_flight(self) -> None:
+        counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        rows = (
+            Delivery.objects.using(self.using)
+            .leased(self.now)
+            .values_list("webhook_id", "lane")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for webhook_id, lane, n in rows:
+            counts[webhook_id][0] += n
+            if lane == Lane.RETRY:
+                counts[webhook_id][1] += n
+        self.in_flight = {
+            webhook_id: (total, retry) for webhook_id, (total, retry) in counts.items()
+        }
+
+    def _exclude_rate_blocked(self) -> None:
+        horizon = self.now + datetime.timedelta(seconds=RATE_HORIZON_SECONDS)
+        self.exclude.update(
+            RateLimitState.objects.using(self.using)
+            .filter(next_slot_at__gt=horizon, webhook__rate_limit__isnull=False)
+            .values_list("webhook_id", flat=True)
+        )
+
+    # --- scanning the lanes ----------------------------------------------------------------
+
+    def _room_left(self, lane: str, borrowing: bool) -> int:
+        room = self.capacity.total - len(self.taken)
+        if lane == Lane.RETRY and not borrowing:
+            room = min(room, self.capacity.retry - self.retry_taken)
+        return room
+
+    def _scan(self, lane: str, limit: int, *, borrowing: bool) -> None:
+        for _ in range(_SCAN_ROUNDS):
+            room = self._room_left(lane, borrowing)
+            if room <= 0:
+                return
+            # A little over the room: some candidates belong to webhooks that are full.
+            size = min(limit, room * 2)
+            exclude = self.exclude
+            if lane == Lane.RETRY and not borrowing:
+                exclude = exclude | self.retry_share_used
+            candidates = list(
+                Delivery.objects.using(self.using)
+                .due_in_lane(lane, self.now)
+                .exclude(webhook_id__in=exclude)
+                .exclude(id__in=[c.delivery.pk for c in self.taken])
+                .values(*_CANDIDATE_FIELDS)[:size]
+            )
+            if not candidates:
+                return
+            self._load_webhooks(row["webhook_id"] for row in candidates)
+            for row in candidates:
+                if self._room_left(lane, borrowing) <= 0:
+                    return
+                self._consider(row, lane, borrowing)
+            if len(candidates) < size:
+                return
+
+    def _consider(self, row: dict[str, object], lane: str, borrowing: bool) -> None:
+        webhook_id = int(row["webhook_id"])  # type: ignore[call-overload]
+        webhook = self.webhooks.get(webhook_id)
+        if webhook is None:
+            return
+        if not webhook.is_active:
+            self.skipped[webhook_id].append(int(row["id"]))  # type: ignore[call-overload]
+            self.exclude.add(webhook_id)
+            return
+        if self.must_end_by is not None and not self._fits(webhook):
+            self.exclude.add(webhook_id)
+            return
+        allowance = self._allowance(webhook)
+        if allowance.room(lane, borrowing) <= 0:
+            if allowance.room(Lane.FIRST, borrowing=True) <= 0:
+                self.exclude.add(webhook_id)
+            else:
+                self.retry_share_used.add(webhook_id)
+            return
+        delivery = Delivery(**row)
+        delivery._state.adding = False
+        delivery._state.db = self.using
+        delivery.status = DeliveryStatus.PENDING
+        item = Claimed(delivery=delivery, webhook=webhook)
+        if allowance.rate_slots is not None:
+            assert allowance.next_slot is not None
+            item.send_at = allowance.next_slot
+            allowance.next_slot += datetime.timedelta(seconds=allowance.interval)
+            allowance.rate_slots -= 1
+        allowance.total -= 1
+        if lane == Lane.RETRY:
+            allowance.retry -= 1
+            if not borrowing:
+                self.retry_taken += 1
+        allowance.taken.append(item)
+        self.taken.append(item)
+
+    def _fits(self, webhook: Webhook) -> bool:
+        assert self.must_end_by is not None
+        longest = webhook.effective_timeout + (RATE_HORIZON_SECONDS if webhook.rate_limit else 0)
+        return self.now + datetime.timedelta(seconds=longest) <= self.must_end_by
+
+    def _load_webhooks(self, ids: Iterable[int]) -> None:
+        missing = {webhook_id for webhook_id in ids if webhook_id not in self.webhooks}
+        if missing:
+            for webhook in Webhook.objects.using(self.using).filter(id__in=missing):
+                self.webhooks[webhook.pk] = webhook
+
+    def _allowance(self, webhook: Webhook) -> _Allowance:
+        allowance = self.allowances.get(webhook.pk)
+        if allowance is not None:
+            return allowance
+        cap = webhook.effective_max_in_flight
+        total_out, retry_out = self.in_flight.get(webhook.pk, (0, 0))
+        retry_cap = math.floor(cap * float(app_settings.RETRY_SHARE))
+        allowance = _Allowance(total=cap - total_out, retry=retry_cap - retry_out)
+        if webhook.rate_limit:
+            self._rate_slots(webhook, allowance)
+        self.allowances[webhook.pk] = allowance
+        return allowance
+
+    def _rate_slots(self, webhook: Webhook, allowance: _Allowance) -> None:
+        """The send slots of the next RATE_HORIZON_SECONDS still free for ``webhook``."""
+        assert webhook.rate_limit
+        interval = 1.0 / float(webhook.rate_limit)
+        state = RateLimitState.objects.using(self.using).filter(webhook_id=webhook.pk).first()
+        first = max(state.next_slot_at, self.now) if state else self.now
+        horizon = self.now + datetime.timedelta(seconds=RATE_HORIZON_SECONDS)
+        free = (horizon - first).total_seconds()
+        allowance.rate_slots = int(free / interval) + 1 if free >= 0 else 0
+        allowance.next_slot = first
+        allowance.interval = interval
+
+    # --- writing the claim -----------------------------------------------------------------
+
+    def _settle_skipped(self) -> None:
+        for webhook_id, ids in self.skipped.items():
+            webhook = self.webhooks[webhook_id]
+            reason = webhook.disabled_reason or "The webhook is disabled."
+            Delivery.objects.using(self.using).filter(id__in=ids).due(self.now).update(
+                status=DeliveryStatus.SKIPPED,
+                last_error=f"Skipped: {reason}"[:500],
+                lease_token="",
+                next_attempt_at=None,
+                next_trigger=Trigger.AUTOMATIC,
+                completed_at=self.now,
+            )
+
+    def _lease(self) -> None:
+        by_until: dict[datetime.datetime, list[int]] = defaultdict(list)
+        for item in self.taken:
+            wait = (item.send_at - self.now).total_seconds() if item.send_at else 0.0
+            seconds = lease_seconds(item.webhook, max(0.0, wait))
+            by_until[self.now + datetime.timedelta(seconds=seconds)].append(item.delivery.pk)
+        leased = 0
+        for until, ids in by_until.items():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                leased += (
+                    Delivery.objects.using(self.using)
+                    .filter(id__in=chunk)
+                    .due(self.now)
+                    .lease_to(self.token, until)
+                )
+        if leased != len(self.taken):
+            # Under the claim lock nobody else can take a due row; a mismatch means a row
+            # changed outside it (an operator's retry racing us). Keep only what we hold.
+            held = set(
+                Delivery.objects.using(self.using)
+                .filter(id__in=[c.delivery.pk for c in self.taken], lease_token=self.token)
+                .values_list("id", flat=True)
+            )
+            self.taken = [item for item in self.taken if item.delivery.pk in held]
+        for item in self.taken:
+            item.delivery.lease_token = self.token
+
+    def _save_rate_slots(self) -> None:
+        for webhook_id, allowance in self.allowances.items():
+            if allowance.next_slot is None or not allowance.taken:
+                continue
+            RateLimitState.objects.using(self.using).update_or_create(
+                webhook_id=webhook_id, defaults={"next_slot_at": allowance.next_slot}
+            )
+
+    def _attach_bodies(self) -> None:
+        event_ids = {item.delivery.event_id for item in self.taken}
+        bodies: dict[str, str] = {}
+        ids = list(event_ids)
+        for start in range(0, len(ids), 500):
+            bodies.update(
+                Event.objects.using(self.using)
+                .filter(id__in=ids[start : start + 500])
+                .values_list("id", "body")
+            )
+        for item in self.taken:
+            item.body = bodies.get(item.delivery.event_id, "").encode()
+
+
+def rows_waiting(now: datetime.datetime, *, using: str) -> bool:
+    """Is there anything a sender could do: events to fan out, or due deliveries?"""
+    return (
+        Event.objects.using(using).filter(pending_fanout=True).exists()
+        or Delivery.objects.using(using).due(now).exists()
+    )

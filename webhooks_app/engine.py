@@ -1,0 +1,249 @@
+"""The delivery engine: one worker task's run, many requests in flight.
+
+A run claims due rows (``claims.claim``), signs them and hands them to the HTTP loop
+(``http.submit``), then records what comes back (``delivery.Recorder``) and claims again as
+slots free up. Database reads and writes stay on this thread and are batched; only the
+requests run concurrently, on the process's event loop. The run:
+
+* keeps at most ``MAX_IN_FLIGHT`` requests out, and every endpoint's claim limits hold
+  (``claims``), so a hanging endpoint occupies its own slots and nothing else;
+* stops claiming after ``TASK_SECONDS``, waits for what it has in flight (each attempt ends
+  by its deadline), writes it, and asks for another run if work is left; so a worker is never
+  held for long and a graceful stop takes seconds;
+* lingers ``LINGER_SECONDS`` when it runs dry, looking for rows committed after the wake-up
+  that started it (the writers coalesce their wake-ups; see ``tasks.wake``).
+
+A row is held under the run's lease token from the claim until its outcome is written; the
+lease covers the row's wait for a rate-limit slot, its deadline and the write, so a row is
+never held past its lease while it is being sent.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import logging
+import math
+import queue
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.db import DEFAULT_DB_ALIAS
+from django.utils import timezone
+from django_q.conf import Conf
+
+from webhooks_app import claims, delivery, http
+from webhooks_app.conf import app_settings
+from webhooks_app.http import AttemptResult, OutgoingRequest
+from webhooks_app.models import Lane
+
+logger = logging.getLogger("webhooks_app.engine")
+
+# How long a run that found nothing keeps looking; longer than tasks.WAKE_COALESCE_SECONDS
+# plus one poll, so a row whose wake-up was coalesced into an earlier one is always found.
+LINGER_SECONDS = 0.25
+# Between two claims while slots are free but the last claim found nothing.
+POLL_SECONDS = 0.02
+# Outcomes are written when this many are waiting, or when the oldest has waited this long.
+FLUSH_ROWS = 100
+FLUSH_SECONDS = 0.1
+
+
+@dataclass
+class _InFlight:
+    claimed: claims.Claimed
+    request: OutgoingRequest
+    future: concurrent.futures.Future[AttemptResult]
+    # Monotonic time after which the engine stops waiting and records a timeout itself.
+    guard_at: float
+
+
+class Run:
+    """One run of the engine in this thread; ``run()`` returns how many rows it settled."""
+
+    def __init__(
+        self,
+        *,
+        budget: float | None = None,
+        linger: float = LINGER_SECONDS,
+        using: str = DEFAULT_DB_ALIAS,
+    ) -> None:
+        self.token = uuid.uuid4().hex
+        self.using = using
+        self.budget = float(app_settings.TASK_SECONDS if budget is None else budget)
+        self.linger = linger
+        self.max_in_flight = max(1, int(app_settings.MAX_IN_FLIGHT))
+        self.retry_slots = math.floor(self.max_in_flight * float(app_settings.RETRY_SHARE))
+        self.recorder = delivery.Recorder(self.token, using=using)
+        self.in_flight: dict[int, _InFlight] = {}
+        self.done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.stopped_early = False
+        # django-q2 kills a task at Q_CLUSTER["timeout"]: claim nothing that could outlast it.
+        self.must_end_by: datetime.datetime | None = None
+        if Conf.TIMEOUT and not Conf.SYNC:
+            margin = claims.RECORDING_SLACK_SECONDS
+            self.must_end_by = timezone.now() + datetime.timedelta(
+                seconds=float(Conf.TIMEOUT) - margin
+            )
+
+    def run(self) -> int:
+        start = time.monotonic()
+        stop_claiming_at = start + self.budget
+        next_claim_at = start
+        last_claim_at = -1.0
+        # Since when nothing has been in flight or waiting to be written (None: busy).
+        idle_since: float | None = None
+        while True:
+            now = time.monotonic()
+            self._collect()
+            self._guard(now)
+            claiming = now < stop_claiming_at
+            if self._should_flush(now, claiming):
+                self.recorder.flush()
+            idle = not self.in_flight and not len(self.recorder)
+            if idle and idle_since is None:
+                # Just ran dry: look again at once before deciding to linger or stop.
+                idle_since = now
+                next_claim_at = now
+            if claiming and now >= next_claim_at and self._free() > 0:
+                last_claim_at = now
+                if self._claim():
+                    idle_since = None
+                    next_claim_at = time.monotonic()
+                else:
+                    next_claim_at = time.monotonic() + POLL_SECONDS
+            if not self.in_flight and not len(self.recorder):
+                if not claiming:
+                    self.stopped_early = claims.rows_waiting(timezone.now(), using=self.using)
+                    break
+                if (
+                    idle_since is not None
+                    and last_claim_at >= idle_since
+                    and time.monotonic() - idle_since >= self.linger
+                ):
+                    break
+            self._wait(next_claim_at if claiming else None)
+        self.recorder.flush()
+        return self.recorder.recorded
+
+    # --- claiming and sending ----------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.max_in_flight - len(self.in_flight)
+
+    def _claim(self) -> int:
+        retry_out = sum(
+            1 for entry in self.in_flight.values() if entry.claimed.delivery.lane == Lane.RETRY
+        )
+        capacity = claims.Capacity(
+            total=self._free(), retry=max(0, min(self._free(), self.retry_slots - retry_out))
+        )
+        batch = max(1, int(app_settings.BATCH_SIZE))
+        try:
+            claimed = claims.claim(
+                self.token,
+                capacity,
+                using=self.using,
+                fan_out_limit=batch,
+                must_end_by=self.must_end_by,
+            )
+        except Exception:
+            # A lost database connection or a lock timeout: the rows stay due, another pass
+            # (or another worker) takes them.
+            logger.exception("claiming deliveries failed; trying again shortly")
+            return 0
+        for item in claimed:
+            self._send(item)
+        return len(claimed)
+
+    def _send(self, item: claims.Claimed) -> None:
+        pk = item.delivery.pk
+        try:
+            request = delivery.build_request(item.webhook, item.delivery.event_id, item.body)
+        except Exception as exc:
+            # A row that cannot even be attempted (a malformed webhook, a broken setting)
+            # must still reach an outcome, or it would come back and fail for ever.
+            logger.exception("could not build the request of delivery %s", pk)
+            self.recorder.add_result(item.delivery, item.webhook, None, exc)
+            return
+        not_before = None
+        wait = 0.0
+        if item.send_at is not None:
+            wait = max(0.0, (item.send_at - timezone.now()).total_seconds())
+            not_before = time.monotonic() + wait
+        future = http.submit(request, not_before=not_before)
+        guard_at = time.monotonic() + wait + request.timeout + http.GUARD_SECONDS
+        self.in_flight[pk] = _InFlight(item, request, future, guard_at)
+        done = self.done
+
+        def finished(_: concurrent.futures.Future[AttemptResult], pk: int = pk) -> None:
+            done.put(pk)
+
+        future.add_done_callback(finished)
+
+    # --- collecting and recording ------------------------------------------------------------
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                pk = self.done.get_nowait()
+            except queue.Empty:
+                return
+            self._finish(pk)
+
+    def _finish(self, pk: int) -> None:
+        entry = self.in_flight.pop(pk, None)
+        if entry is None:
+            return  # already recorded by the guard
+        try:
+            result: AttemptResult | Exception = entry.future.result(timeout=0)
+        except Exception as exc:
+            result = exc
+        self.recorder.add_result(
+            entry.claimed.delivery, entry.claimed.webhook, entry.request, result
+        )
+
+    def _guard(self, now: float) -> None:
+        """Record attempts the event loop did not end by their deadline (a stalled loop)."""
+        late = [pk for pk, entry in self.in_flight.items() if now >= entry.guard_at]
+        for pk in late:
+            entry = self.in_flight.pop(pk)
+            entry.future.cancel()
+            result = AttemptResult(
+                started_at=timezone.now(),
+                duration_ms=int(entry.request.timeout * 1000),
+                error_class="Timeout",
+                error_message=f"Timed out after {entry.request.timeout:g} s (the sender gave up)",
+            )
+            self.recorder.add_result(
+                entry.claimed.delivery, entry.claimed.webhook, entry.request, result
+            )
+
+    def _should_flush(self, now: float, claiming: bool) -> bool:
+        waiting = len(self.recorder)
+        if not waiting:
+            return False
+        if waiting >= FLUSH_ROWS or not self.in_flight or not claiming:
+            return True
+        first = self.recorder.first_added_at
+        return first is not None and now - first >= FLUSH_SECONDS
+
+    def _wait(self, next_claim_at: float | None) -> None:
+        """Sleep until something finishes, a claim is due, a flush is due, or a guard fires."""
+        now = time.monotonic()
+        until = now + FLUSH_SECONDS
+        if next_claim_at is not None and self._free() > 0:
+            until = min(until, next_claim_at)
+        if self.in_flight:
+            until = min(until, min(entry.guard_at for entry in self.in_flight.values()))
+        if self.recorder.first_added_at is not None:
+            until = min(until, self.recorder.first_added_at + FLUSH_SECONDS)
+        if not self.in_flight and next_claim_at is None:
+            return
+        timeout = max(0.0, until - now)
+        try:
+            pk = self.done.get(timeout=timeout) if timeout > 0 else self.done.get_nowait()
+        except queue.Empty:
+            return
+        self._finish(pk)

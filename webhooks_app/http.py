@@ -1,0 +1,284 @@
+"""The one place that does HTTP: every request the package makes goes through this module.
+
+Requests run on one asyncio event loop per process, on a daemon thread, over one aiohttp
+session whose connector keeps a pool of kept-alive connections per endpoint. Callers stay
+synchronous: ``submit()`` returns a ``concurrent.futures.Future`` (the delivery engine keeps
+hundreds in flight from its own thread), ``send()`` waits for one (test sends, commands).
+aiohttp was chosen by measurement (bench/http_clients.py, docs/benchmarks.md): under
+concurrency it costs a third of urllib3's CPU per request and a seventh of requests'.
+
+Each attempt has one deadline: connecting, sending, waiting for the headers and reading the
+body together end within the request's timeout, however slowly the receiver sends bytes.
+Nothing here raises: every failure comes back as an ``AttemptResult`` with a plain-words
+message. Redirects are never followed, the response body is read up to
+``RESPONSE_BODY_LIMIT`` bytes, and headers are bounded by aiohttp's parser (8 KiB a line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import datetime
+import os
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import certifi
+from django.utils import timezone
+
+from webhooks_app.conf import app_settings
+
+ERROR_MESSAGE_LIMIT = 2000
+# Connections idle this long are closed; receivers commonly drop them after 60-75 s.
+KEEPALIVE_SECONDS = 30.0
+_READ_CHUNK = 65536
+# How long past its deadline a caller waits for an attempt before giving up on it: the
+# deadline is enforced on the event loop, this only covers a loop that stopped running.
+GUARD_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    timeout: float
+
+
+@dataclass
+class AttemptResult:
+    started_at: datetime.datetime
+    duration_ms: int
+    status_code: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: str = ""
+    # A short, stable name for the kind of failure ("Timeout", "ConnectionError", ...) and
+    # what happened in plain words; both empty when a response came back.
+    error_class: str = ""
+    error_message: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def summary(self) -> str:
+        if self.error_class:
+            return f"{self.error_class}: {self.error_message}"[:500]
+        return f"HTTP {self.status_code}"
+
+
+class _Phase(SimpleNamespace):
+    """Where an attempt is, for the timeout message; advanced by aiohttp's trace hooks."""
+
+    name: str = "connecting"
+
+
+async def _connected(session: Any, context: Any, params: Any) -> None:
+    phase = context.trace_request_ctx
+    if isinstance(phase, _Phase):
+        phase.name = "waiting for the response"
+
+
+def _tracing() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(_connected)
+    trace.on_connection_reuseconn.append(_connected)
+    return trace
+
+
+class Transport:
+    """An event loop on a daemon thread and one aiohttp session, for one process."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="webhooks-http", daemon=True)
+        self.thread.start()
+        self.session: aiohttp.ClientSession = asyncio.run_coroutine_threadsafe(
+            self._open(), self.loop
+        ).result(timeout=30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            # The delivery engine caps requests in flight (per process and per endpoint);
+            # a second cap here would only make requests queue where no deadline sees them.
+            limit=0,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            ssl=ssl.create_default_context(cafile=certifi.where()),
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            # Our own deadline covers the whole attempt; aiohttp's 5-minute default must not.
+            timeout=aiohttp.ClientTimeout(total=None),
+            # We read at most RESPONSE_BODY_LIMIT bytes as they are: a compressed 1 MB body
+            # must not turn into a gigabyte in memory, and receivers need not compress.
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+            trace_configs=[_tracing()],
+            trust_env=False,
+        )
+
+    def submit(
+        self, request: OutgoingRequest, *, not_before: float | None = None
+    ) -> concurrent.futures.Future[AttemptResult]:
+        """Start the request (at ``time.monotonic() >= not_before`` when given)."""
+        return asyncio.run_coroutine_threadsafe(self._attempt(request, not_before), self.loop)
+
+    async def _attempt(self, request: OutgoingRequest, not_before: float | None) -> AttemptResult:
+        if not_before is not None:
+            delay = not_before - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        started_at = timezone.now()
+        start = time.monotonic()
+        phase = _Phase()
+        limit = int(app_settings.RESPONSE_BODY_LIMIT)
+        try:
+            async with asyncio.timeout(request.timeout):
+                async with self.session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    allow_redirects=False,
+                    trace_request_ctx=phase,
+                ) as response:
+                    phase.name = "reading the response body"
+                    body = bytearray()
+                    while len(body) < limit:
+                        chunk = await response.content.read(min(_READ_CHUNK, limit - len(body)))
+                        if not chunk:
+                            break
+                        body += chunk
+                    if not response.content.at_eof():
+                        # The rest is not read, so this connection cannot carry another request.
+                        response.close()
+                    return AttemptResult(
+                        started_at=started_at,
+                        duration_ms=_elapsed_ms(start),
+                        status_code=response.status,
+                        response_headers=dict(response.headers),
+                        response_body=bytes(body).decode(
+                            response.charset or "utf-8", errors="replace"
+                        ),
+                    )
+        except Exception as exc:  # every failure is recorded, none escapes (house rule 6)
+            error_class, message = describe_error(exc, request, phase.name)
+            return AttemptResult(
+                started_at=started_at,
+                duration_ms=_elapsed_ms(start),
+                error_class=error_class,
+                error_message=message[:ERROR_MESSAGE_LIMIT],
+            )
+
+    def close(self) -> None:
+        if self.pid != os.getpid() or not self.thread.is_alive():
+            return
+        # Closing at exit: if it fails there is nobody left to tell.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.session.close(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _elapsed_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+def describe_error(exc: BaseException, request: OutgoingRequest, phase: str) -> tuple[str, str]:
+    """A stable kind and a plain-words message for a failed attempt."""
+    if isinstance(exc, TimeoutError):
+        return "Timeout", f"Timed out after {request.timeout:g} s {phase}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLSError", f"TLS certificate not valid for host: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return "TLSError", f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or _caused_by(exc, socket.gaierror):
+        host = getattr(exc, "host", "") or ""
+        return "NameResolutionError", f"DNS: no such host {host}".rstrip()
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "ConnectionError", f"{_os_reason(exc.os_error)} ({exc.host}:{exc.port})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "ConnectionError", f"The server closed the connection {phase}"
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return "ConnectionError", f"{_os_reason(exc)} ({phase})"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.InvalidUrlClientError):
+        return "InvalidURL", f"Invalid URL: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "InvalidResponse", f"Invalid HTTP response: {exc}"
+    return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+def _os_reason(error: OSError) -> str:
+    """``Connection refused`` rather than asyncio's ``Connect call failed ('1.2.3.4', 80)``."""
+    if error.errno:
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_transport: Transport | None = None
+_transport_lock = threading.Lock()
+
+
+def transport() -> Transport:
+    """This process's transport; a forked worker starts its own (threads do not survive fork)."""
+    global _transport
+    current = _transport
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _transport_lock:
+        if _transport is None or _transport.pid != os.getpid():
+            _transport = Transport()
+        return _transport
+
+
+def submit(
+    request: OutgoingRequest, *, not_before: float | None = None
+) -> concurrent.futures.Future[AttemptResult]:
+    return transport().submit(request, not_before=not_before)
+
+
+def send(request: OutgoingRequest) -> AttemptResult:
+    """Make one request and wait for its result; never raises."""
+    started_at = timezone.now()
+    future = submit(request)
+    try:
+        # The attempt ends on its own deadline; this only guards against a stalled loop.
+        return future.result(timeout=request.timeout + GUARD_SECONDS)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        return AttemptResult(
+            started_at=started_at,
+            duration_ms=int((timezone.now() - started_at).total_seconds() * 1000),
+            error_class="Timeout",
+            error_message=f"Timed out after {request.timeout:g} s (no answer from the sender loop)",
+        )
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    if _transport is not None:
+        _transport.close()
