@@ -4,6 +4,8 @@
 # Both servers live in one temporary directory, listen on 127.0.0.1 only, and are stopped
 # (and the directory removed) on every exit path. Extra arguments go to pytest, e.g.
 #   bash .ci/integration.sh tests/test_integration_servers.py -x
+# or, after --exec, name a command to run with the servers instead of the tests, e.g.
+#   bash .ci/integration.sh --exec .venv/bin/python bench/run.py
 #
 # Tunables (environment): WEBHOOKS_CI_PG_PORT (default 54329), WEBHOOKS_CI_REDIS_PORT
 # (default 63799), WEBHOOKS_CI_PYTEST_TIMEOUT in seconds (default 1200).
@@ -328,6 +330,17 @@ export WEBHOOKS_CI_RUN_ID=$RUN_ID
 export PYTHONUNBUFFERED=1
 
 PYTEST_TIMEOUT=${WEBHOOKS_CI_PYTEST_TIMEOUT:-1200}
+
+# `--exec CMD ARGS...` runs CMD with the servers up instead of the tests (make bench uses it
+# for the PostgreSQL + Redis figures).
+if [[ ${1:-} == --exec ]]; then
+    shift
+    log "running with the servers: $*"
+    rc=0
+    "$@" || rc=$?
+    exit "$rc"
+fi
+
 log "pytest -m 'qcluster or integration or portable'${*:+ $*} (timeout ${PYTEST_TIMEOUT}s)"
 # SIGINT (not TERM) on timeout so pytest still runs fixture teardown; --foreground keeps pytest
 # in the terminal's process group so Ctrl-C reaches it directly.

@@ -74,9 +74,9 @@ class Cluster:
             except OSError:
                 continue
             pgid = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgid == self.process.pid and int(entry.name) != self.process.pid:
-                if b"qcluster" in cmdline:
-                    pids.append(int(entry.name))
+            is_child = pgid == self.process.pid and int(entry.name) != self.process.pid
+            if is_child and b"qcluster" in cmdline:
+                pids.append(int(entry.name))
         return pids
 
     def stop(self) -> float:

@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine_info, make_workdir, setup_django  # noqa: E402
-from bench.harness import (  # noqa: E402
+from bench.common import machine_info, make_workdir, setup_django
+from bench.harness import (
     Cluster,
     create_articles,
     event_body_sample,
@@ -39,7 +39,7 @@ from bench.harness import (  # noqa: E402
     wait_settled,
     write_figures,
 )
-from bench.receiver import ReceiverProcess  # noqa: E402
+from bench.receiver import ReceiverProcess
 
 WAIT_SECONDS = 180.0
 # After the last expected request, wait this long for a late duplicate before counting.

@@ -4,18 +4,22 @@ In one process and one database, each round times:
 
 * ``create``: M ``Article.objects.create(...)``, each in autocommit;
 * ``update``: M ``article.save()`` of those rows with a changed title, each in autocommit;
+* ``txn``: 1,000 creates in one transaction;
 
 under three configurations:
 
 * ``disabled``: ``WEBHOOKS["ENABLED"] = False`` (the receivers return at once);
-* ``enabled``: one active Webhook subscribed to everything: each save writes an Event, a
-  Delivery and (on commit) a django-q2 ORM-broker message; an update also reads the stored
-  row first, to compute ``previous`` and ``changed_fields``;
+* ``enabled``: one active Webhook subscribed to everything: each save writes an Event
+  (the outbox row) and wakes the workers after commit (coalesced: at most one message per
+  50 ms per process); an update also reads the stored row first, for ``previous`` and
+  ``changed_fields``;
 * ``no_subscriber``: enabled, but the only Webhook is inactive: the cost of asking.
 
-Nothing consumes the queue, so deliveries just accumulate, as they would while a cluster is
+Nothing consumes the queue, so events just accumulate, as they would while a cluster is
 down. Rounds alternate the configurations so that drift (other processes on the machine, a
-growing database) hits all of them alike; the median per round is reported.
+growing database) hits all of them alike; the median per round is reported. The figures
+``writepath_create_ratio``, ``writepath_update_ratio`` and ``writepath_txn_ratio`` are
+enabled / disabled.
 
     PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 3 rounds
     PYTHONPATH=. .venv/bin/python bench/write_path.py --quick    # smoke run
@@ -24,7 +28,6 @@ growing database) hits all of them alike; the median per round is reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,8 +37,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import make_workdir, setup_django
+from bench.harness import figure, write_figures
 
 CONFIGS = ("disabled", "enabled", "no_subscriber")
+OPERATIONS = ("create", "update", "txn")
+TXN_SIZE = 1000
 
 
 def time_creates(m: int, tag: str) -> tuple[float, list[Any]]:
@@ -56,6 +62,18 @@ def time_updates(articles: list[Any], tag: str) -> float:
     return time.perf_counter() - start
 
 
+def time_transaction(tag: str) -> float:
+    from django.db import transaction
+
+    from tests.models import Article
+
+    start = time.perf_counter()
+    with transaction.atomic():
+        for i in range(TXN_SIZE):
+            Article.objects.create(title=f"{tag} {i}", body="benchmark body " * 8)
+    return time.perf_counter() - start
+
+
 def run(m: int, rounds: int) -> dict[str, Any]:
     workdir = make_workdir()
     setup_django(workdir)
@@ -63,7 +81,7 @@ def run(m: int, rounds: int) -> dict[str, Any]:
     from django.conf import settings
     from django.test import override_settings
 
-    from webhooks_app.models import Delivery, Webhook
+    from webhooks_app.models import Event, Webhook
 
     webhook = Webhook.objects.create(name="bench", url="http://127.0.0.1:9/never-called")
     enabled_settings = dict(settings.WEBHOOKS)
@@ -73,7 +91,7 @@ def run(m: int, rounds: int) -> dict[str, Any]:
         "no_subscriber": enabled_settings,
     }
     samples: dict[str, dict[str, list[float]]] = {
-        config: {"create": [], "update": []} for config in CONFIGS
+        config: {op: [] for op in OPERATIONS} for config in CONFIGS
     }
     # One untimed pass fills caches (registry, subscriptions sync, prepared statements).
     time_updates(time_creates(min(50, m), "warmup")[1], "warm")
@@ -83,15 +101,18 @@ def run(m: int, rounds: int) -> dict[str, Any]:
             Webhook.objects.filter(pk=webhook.pk).update(is_active=config != "no_subscriber")
             with override_settings(WEBHOOKS=variants[config]):
                 tag = f"r{round_no}-{config}"
-                before = Delivery.objects.count()
+                before = Event.objects.count()
                 created_s, articles = time_creates(m, tag)
                 updated_s = time_updates(articles, "u")
-                queued = Delivery.objects.count() - before
+                txn_s = time_transaction(tag)
+                recorded = Event.objects.count() - before
             samples[config]["create"].append(created_s / m * 1e6)
             samples[config]["update"].append(updated_s / m * 1e6)
+            samples[config]["txn"].append(txn_s / TXN_SIZE * 1e6)
             print(
                 f"round {round_no + 1} {config:>13}: create {created_s / m * 1e6:7.0f} µs/save, "
-                f"update {updated_s / m * 1e6:7.0f} µs/save, {queued} deliveries queued",
+                f"update {updated_s / m * 1e6:7.0f} µs/save, in one transaction "
+                f"{txn_s / TXN_SIZE * 1e6:7.0f} µs/save; {recorded} events recorded",
                 flush=True,
             )
 
@@ -101,19 +122,35 @@ def run(m: int, rounds: int) -> dict[str, Any]:
             op: statistics.median(values) for op, values in samples[config].items()
         }
     base = results["us_per_save"]["disabled"]
-    print(f"\nmedian of {rounds} rounds, M={m} saves each (µs per save, autocommit):")
-    print(f"{'':>14} {'create':>8} {'ratio':>6} {'update':>8} {'ratio':>6}")
+    print(f"\nmedian of {rounds} rounds, M={m} saves each (µs per save):")
+    print(f"{'':>14} {'create':>8} {'ratio':>6} {'update':>8} {'ratio':>6} {'txn':>8} {'ratio':>6}")
     for config in CONFIGS:
         row = results["us_per_save"][config]
-        results.setdefault("ratio", {})[config] = {
-            op: row[op] / base[op] for op in ("create", "update")
-        }
+        results.setdefault("ratio", {})[config] = {op: row[op] / base[op] for op in OPERATIONS}
         print(
-            f"{config:>14} {row['create']:8.0f} {row['create'] / base['create']:6.2f} "
-            f"{row['update']:8.0f} {row['update'] / base['update']:6.2f}"
+            f"{config:>14} "
+            + " ".join(f"{row[op]:8.0f} {row[op] / base[op]:6.2f}" for op in OPERATIONS)
         )
     results["workdir"] = str(workdir)
     return results
+
+
+def figures_of(results: dict[str, Any]) -> list[dict[str, Any]]:
+    us = results["us_per_save"]
+    return [
+        figure(
+            f"writepath_{op}_ratio",
+            us["enabled"][op] / us["disabled"][op],
+            "ratio",
+            enabled_us=round(us["enabled"][op], 1),
+            disabled_us=round(us["disabled"][op], 1),
+            added_us=round(us["enabled"][op] - us["disabled"][op], 1),
+            no_subscriber_us=round(us["no_subscriber"][op], 1),
+            saves=results["m"] if op != "txn" else TXN_SIZE,
+            rounds=results["rounds"],
+        )
+        for op in OPERATIONS
+    ]
 
 
 def main() -> None:
@@ -125,8 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     m, rounds = (300, 1) if args.quick else (args.m, args.rounds)
     results = run(m, rounds)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    write_figures(args.json, figures_of(results), **results)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,61 @@ def test_update_carries_previous_state_and_changed_fields(hook):
     assert payload["changed_fields"] == ["title"]
 
 
-def test_previous_state_is_what_was_stored_not_the_instance_in_hand(hook):
+def stored_mode(settings):
+    models = {**settings.WEBHOOKS["MODELS"]}
+    models["tests.Article"] = {**models["tests.Article"], "previous": "stored"}
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "MODELS": models}
+
+
+def test_previous_is_what_the_instance_was_loaded_with_by_default(hook, django_assert_num_queries):
+    article = ArticleFactory(title="Loaded")
+    loaded = Article.objects.get(pk=article.pk)
+    loaded.title = "Mine"
+
+    # The UPDATE and the Event: no read of the stored row.
+    with django_assert_num_queries(2):
+        loaded.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "Loaded"
+    assert payload["changed_fields"] == ["title"]
+
+
+def test_each_save_is_compared_with_the_one_before(hook):
+    article = ArticleFactory(title="One")
+    for title in ("Two", "Three"):
+        article.title = title
+        article.save()
+
+    assert [(p["previous"]["title"], p["data"]["title"]) for p in payloads("update")] == [
+        ("One", "Two"),
+        ("Two", "Three"),
+    ]
+
+
+def test_an_instance_built_by_hand_is_compared_with_the_stored_row(hook):
+    article = ArticleFactory(title="Stored", body="kept")
+    by_hand = Article(pk=article.pk, uid=article.uid, title="Mine", body="kept")
+    by_hand.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "Stored"
+    assert payload["changed_fields"] == ["title"]
+
+
+def test_an_instance_loaded_without_a_payload_field_reads_the_stored_row(hook):
+    article = ArticleFactory(title="Stored", body="full body")
+    partial = Article.objects.only("id", "title").get(pk=article.pk)
+    partial.title = "Mine"
+    partial.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "Stored"
+    assert payload["previous"]["body"] == "full body"
+
+
+def test_with_previous_stored_a_stale_instance_is_compared_with_what_was_stored(hook, settings):
+    stored_mode(settings)
     article = ArticleFactory(title="Stored")
     stale = Article.objects.get(pk=article.pk)
     Article.objects.filter(pk=article.pk).update(title="Changed elsewhere")
@@ -104,6 +158,27 @@ def test_previous_state_is_what_was_stored_not_the_instance_in_hand(hook):
 
     (payload,) = payloads("update")
     assert payload["previous"]["title"] == "Changed elsewhere"
+
+
+def test_by_default_a_stale_instance_is_compared_with_what_it_was_loaded_with(hook):
+    article = ArticleFactory(title="Stored")
+    stale = Article.objects.get(pk=article.pk)
+    Article.objects.filter(pk=article.pk).update(title="Changed elsewhere")
+    stale.title = "Mine"
+    stale.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "Stored"
+
+
+def test_nothing_is_read_for_an_update_nobody_receives(django_assert_num_queries):
+    WebhookFactory(events=["create"])
+    article = ArticleFactory()
+    article.title = "changed"
+
+    with django_assert_num_queries(1):  # the UPDATE itself
+        article.save()
+    assert payloads("update") == []
 
 
 def test_update_that_changes_nothing_emits_nothing(hook):

@@ -384,7 +384,7 @@ def test_instance_data_of_article(user):
     article = Article.objects.get(pk=created.pk)
     watched = registry.watched_models()[Article]
 
-    data = instance_data(article, watched.data_field_names())
+    data = instance_data(article, watched.data_field_names)
 
     assert data == {
         "id": article.pk,
@@ -410,7 +410,7 @@ def test_instance_data_without_file_or_author():
 
 def account_fields(options: dict[str, Any]) -> list[str]:
     with override_settings(WEBHOOKS={"MODELS": {"tests.Account": options}}):
-        return registry.watched_models()[Account].data_field_names()
+        return list(registry.watched_models()[Account].data_field_names)
 
 
 def test_sensitive_fields_left_out_by_default():
@@ -425,7 +425,7 @@ def test_sensitive_fields_included_when_named():
 
 def test_primary_key_always_included():
     assert account_fields({"fields": ["plan"]}) == ["id", "plan"]
-    assert registry.watched_models()[Invoice].data_field_names() == [
+    assert list(registry.watched_models()[Invoice].data_field_names) == [
         "id",
         "number",
         "amount",

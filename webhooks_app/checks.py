@@ -144,6 +144,16 @@ def _check_models() -> list[CheckMessage]:
                         f"Fields of {label}: {', '.join(sorted(field_names))}.",
                     )
                 )
+        if options.get("previous", registry.PREVIOUS_LOADED) not in registry.PREVIOUS_CHOICES:
+            errors.append(
+                _error(
+                    4,
+                    f"{where}['previous'] must be one of "
+                    f"{', '.join(map(repr, registry.PREVIOUS_CHOICES))}.",
+                    "'loaded' compares with the values the instance was loaded with; 'stored' "
+                    "reads the stored row before each update (one more query).",
+                )
+            )
         name = options.get("name", registry.default_model_name(model))
         if not isinstance(name, str) or not name:
             errors.append(_error(4, f"{where}['name'] must be a non-empty string."))

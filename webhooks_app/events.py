@@ -16,10 +16,10 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 from django.utils import timezone
 
-from webhooks_app import actor, registry, subscriptions, tasks
+from webhooks_app import actor, registry, statements, subscriptions, tasks
 from webhooks_app.conf import app_settings
 from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Trigger, Webhook
-from webhooks_app.serialization import dumps, encode_value
+from webhooks_app.serialization import dumps
 
 
 class UnknownEvent(ValueError):
@@ -100,16 +100,17 @@ def record(
         "event": name,
         "model": model or None,
         "timestamp": format_timestamp(now),
-        "data": encode_value(data),
-        "previous": encode_value(previous),
+        # dumps() encodes what JSON lacks (Decimal, datetime, ...) as it writes.
+        "data": data,
+        "previous": previous,
         "changed_fields": list(changed_fields) if changed_fields is not None else None,
-        "user": encode_value(actor.user_data(actor.current_actor() if user is _UNSET else user)),
+        "user": actor.user_data(actor.current_actor() if user is _UNSET else user),
     }
     event.body = dumps(envelope)
 
     if webhooks is None:
         # One statement: in autocommit it needs no transaction of its own.
-        event.save(force_insert=True, using=using)
+        statements.insert_event(event, using)
         tasks.wake_on_commit(using)
         return event
     with transaction.atomic(using=using):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from django.apps import apps
@@ -21,8 +21,13 @@ STATUS_EVENTS = ("publish", "unpublish")
 USER_EVENT_NAMES = ("user.create", "user.login")
 TEST_EVENT = "webhook.test"
 MODEL_OPTIONS = frozenset(
-    {"name", "fields", "exclude", "serializer", "status_field", "published_value"}
+    {"name", "fields", "exclude", "serializer", "status_field", "published_value", "previous"}
 )
+# Where an update's ``previous`` comes from: the values the instance was loaded with (no
+# query), or the row as stored, read just before the save (one more query per update).
+PREVIOUS_LOADED = "loaded"
+PREVIOUS_STORED = "stored"
+PREVIOUS_CHOICES = (PREVIOUS_LOADED, PREVIOUS_STORED)
 EVENT_NAME_PATTERN = re.compile(r"^[a-z0-9_]+(?:[.\-][a-z0-9_]+)*$", re.IGNORECASE)
 
 
@@ -38,31 +43,48 @@ class WatchedModel:
     serializer: str | None = None
     status_field: str | None = None
     published_value: Any = None
+    previous: str = PREVIOUS_LOADED
     options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def emits_status_events(self) -> bool:
         return self.status_field is not None
 
-    def data_field_names(self) -> list[str]:
+    @cached_property
+    def data_field_names(self) -> tuple[str, ...]:
         """Concrete fields that go into ``data`` (the primary key always does)."""
         concrete = [f for f in self.model._meta.concrete_fields if not f.many_to_many]
         pk_name = self.model._meta.pk.name if self.model._meta.pk else "id"
         if self.fields is not None:
             wanted = set(self.fields) | {pk_name}
-            return [f.name for f in concrete if f.name in wanted]
+            return tuple(f.name for f in concrete if f.name in wanted)
         excluded = set(self.exclude)
-        return [
+        return tuple(
             f.name
             for f in concrete
             if f.name == pk_name or (f.name not in excluded and not is_sensitive(f.name))
-        ]
+        )
 
-    def read_field_names(self) -> list[str]:
+    @property
+    def snapshots_loaded_state(self) -> bool:
+        """Whether instances keep the values they were loaded with, for ``previous``. A
+        custom serializer may read anything (related objects too): it gets the stored row."""
+        return self.previous == PREVIOUS_LOADED and not self.serializer
+
+    @cached_property
+    def read_attnames(self) -> tuple[str, ...]:
+        """The attributes holding ``read_field_names`` (``author_id`` for ``author``)."""
+        return tuple(
+            str(getattr(self.model._meta.get_field(name), "attname", name))
+            for name in self.read_field_names
+        )
+
+    @cached_property
+    def read_field_names(self) -> tuple[str, ...]:
         """What must be loaded to build ``data`` and judge the status events."""
-        names = self.data_field_names()
+        names = self.data_field_names
         if self.status_field and self.status_field not in names:
-            names.append(self.status_field)
+            names = (*names, self.status_field)
         return names
 
 
@@ -111,6 +133,7 @@ def watched_models() -> dict[type[models.Model], WatchedModel]:
             serializer=options.get("serializer"),
             status_field=options.get("status_field"),
             published_value=options.get("published_value"),
+            previous=str(options.get("previous") or PREVIOUS_LOADED),
             options=options,
         )
     return result

@@ -21,11 +21,12 @@ import base64
 import datetime
 import decimal
 import enum
+import functools
 import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import models
@@ -122,7 +123,7 @@ def _json_string(text: str) -> str:
 
 
 def _is_array_index(key: str) -> bool:
-    return bool(_ARRAY_INDEX.match(key)) and int(key) < 2**32 - 1
+    return key[:1].isdigit() and bool(_ARRAY_INDEX.match(key)) and int(key) < 2**32 - 1
 
 
 def _js_key_order(mapping: dict[Any, Any]) -> list[tuple[str, Any]]:
@@ -137,22 +138,25 @@ def _js_key_order(mapping: dict[Any, Any]) -> list[tuple[str, Any]]:
 
 
 def _write(value: Any, out: list[str]) -> None:
+    # Exact types first: a subclass (IntEnum, an OrderedDict, a str subclass) goes through
+    # encode_value, which knows what it means.
+    kind = type(value)
     if value is None:
         out.append("null")
     elif value is True:
         out.append("true")
     elif value is False:
         out.append("false")
-    elif isinstance(value, str):
+    elif kind is str:
         out.append(_json_string(value))
-    elif isinstance(value, int):
+    elif kind is int:
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             out.append(str(value))
         else:
             out.append(_json_string(str(value)))
-    elif isinstance(value, float):
+    elif kind is float:
         out.append(js_number(value))
-    elif isinstance(value, dict):
+    elif kind is dict:
         out.append("{")
         first = True
         for key, item in _js_key_order(value):
@@ -163,7 +167,7 @@ def _write(value: Any, out: list[str]) -> None:
             out.append(":")
             _write(item, out)
         out.append("}")
-    elif isinstance(value, list):
+    elif kind is list:
         out.append("[")
         for index, item in enumerate(value):
             if index:
@@ -171,24 +175,89 @@ def _write(value: Any, out: list[str]) -> None:
             _write(item, out)
         out.append("]")
     else:
-        _write(encode_value(value), out)
+        _write(_plain(encode_value(value)), out)
+
+
+def _plain(value: Any) -> Any:
+    """encode_value returns subclasses of the plain types as they are (a SafeString is a
+    str, an IntEnum's value may be an int subclass): the plain type they stand for."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
 
 
 def dumps(payload: Any) -> str:
     """Compact JSON that survives a JavaScript parse/stringify round trip unchanged."""
+    if _needs_only_plain_json(payload):
+        # The common payload (strings, small integers, booleans, nulls, objects with
+        # non-numeric keys): Python's C encoder writes exactly what JavaScript would, in a
+        # fifth of the time. Anything else (floats, big integers, other types, index-like
+        # keys) takes the careful path below.
+        text = _plain_json(payload)
+        if not _LONE_SURROGATE.search(text):
+            return text
     out: list[str] = []
-    _write(encode_value(payload), out)
+    _write(payload, out)
     return "".join(out)
 
 
-def instance_data(instance: models.Model, field_names: list[str]) -> dict[str, Any]:
+_plain_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _needs_only_plain_json(value: Any) -> bool:
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if kind is dict:
+        return all(
+            type(key) is str and not key[:1].isdigit() and _needs_only_plain_json(item)
+            for key, item in value.items()
+        )
+    if kind is list:
+        return all(_needs_only_plain_json(item) for item in value)
+    return False
+
+
+def instance_data(instance: models.Model, field_names: Sequence[str]) -> dict[str, Any]:
     """The named concrete fields of an instance; a foreign key as the related primary key."""
-    data: dict[str, Any] = {}
+    return {
+        name: encode_value(_as_stored(model_field, getattr(instance, attname)))
+        for name, model_field, attname in _fields_of(type(instance), tuple(field_names))
+    }
+
+
+def values_data(
+    model: type[models.Model], field_names: Sequence[str], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``instance_data`` of the values an instance had, by attribute name (a snapshot)."""
+    return {
+        name: encode_value(_as_stored(model_field, values[attname]))
+        for name, model_field, attname in _fields_of(model, tuple(field_names))
+    }
+
+
+@functools.cache
+def _fields_of(
+    model: type[models.Model], field_names: tuple[str, ...]
+) -> list[tuple[str, Any, str]]:
+    """(name, field, attribute name) per field: looked up once per model, not per save."""
+    fields = []
     for name in field_names:
-        model_field = instance._meta.get_field(name)
-        attname = getattr(model_field, "attname", name)
-        data[name] = encode_value(_as_stored(model_field, getattr(instance, attname)))
-    return data
+        model_field = model._meta.get_field(name)
+        fields.append((name, model_field, str(getattr(model_field, "attname", name))))
+    return fields
 
 
 def _as_stored(model_field: Any, value: Any) -> Any:
@@ -197,6 +266,9 @@ def _as_stored(model_field: Any, value: Any) -> Any:
     (``"10.00"``, a date) and an unchanged field never counts as changed."""
     if value is None or model_field.is_relation or isinstance(value, FieldFile):
         return value
+    if isinstance(model_field, models.FileField):
+        # A snapshot holds the raw stored name; the attribute would give a FieldFile.
+        return str(value) or None
     if isinstance(model_field, models.DecimalField) and model_field.decimal_places is not None:
         try:
             value = decimal.Decimal(value)
