@@ -101,6 +101,9 @@ else:
 WEBHOOKS = {
     "MODELS": {"tests.Article": {"name": "article"}},
 }
+for _knob in ("ENDPOINT_MAX_IN_FLIGHT", "MAX_IN_FLIGHT"):
+    if os.environ.get(f"WEBHOOKS_BENCH_{_knob}"):
+        WEBHOOKS[_knob] = int(os.environ[f"WEBHOOKS_BENCH_{_knob}"])
 if os.environ.get("WEBHOOKS_BENCH_BATCH_SIZE"):
     WEBHOOKS["BATCH_SIZE"] = int(os.environ["WEBHOOKS_BENCH_BATCH_SIZE"])
 

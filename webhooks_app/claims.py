@@ -1,8 +1,8 @@
 """Claiming work: events fanned out into deliveries, and due deliveries leased to a sender.
 
-Every claim runs in one transaction that starts by locking one row
-(``Lease.objects.lock(CLAIM_LOCK)``), so claims from all workers and clusters take turns. That
-makes three limits exact across processes, with the database as the only coordinator:
+Every claim runs in one transaction that starts by locking one row (``sql.lock``, an UPDATE
+of one Lease row), so claims from all workers and clusters take turns. That makes three
+limits exact across processes, with the database as the only coordinator:
 
 * **Requests in flight per endpoint.** A leased row is a request in flight (or about to be);
   a claim counts them per webhook and takes no more than the webhook's
@@ -26,20 +26,20 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
-from webhooks_app import subscriptions
+from webhooks_app import sql, subscriptions
 from webhooks_app.conf import app_settings
+from webhooks_app.delivery import Recorder
 from webhooks_app.events import new_delivery
 from webhooks_app.models import (
     Delivery,
     DeliveryStatus,
     Event,
     Lane,
-    Lease,
     RateLimitState,
     Trigger,
     Webhook,
@@ -53,18 +53,9 @@ RATE_HORIZON_SECONDS = 1.0
 RECORDING_SLACK_SECONDS = 10.0
 # A scan of one lane stops after this many rounds of excluding webhooks that filled up.
 _SCAN_ROUNDS = 3
-_CANDIDATE_FIELDS = (
-    "id",
-    "webhook_id",
-    "event_id",
-    "attempts",
-    "max_attempts",
-    "next_trigger",
-    "lane",
-    "event_name",
-    "event_model",
-    "created_at",
-)
+_SCAN_PAGE = 100
+# What sending and recording a claimed row need (each column fetched costs, per row).
+_CANDIDATE_FIELDS = ("id", "webhook_id", "event_id", "attempts", "max_attempts", "next_trigger")
 
 
 @dataclass
@@ -76,6 +67,8 @@ class Claimed:
     body: bytes = b""
     # Wall-clock time of its rate-limited slot; None = send at once.
     send_at: datetime.datetime | None = None
+    # Created by this claim's fan-out already leased (a scanned row is leased at the end).
+    leased: bool = False
 
 
 @dataclass
@@ -111,26 +104,11 @@ def lease_seconds(webhook: Webhook, wait: float = 0.0) -> float:
 
 
 def fan_out(now: datetime.datetime, *, limit: int, using: str) -> int:
-    """Create the deliveries of up to ``limit`` events still pending fan-out; returns how
-    many rows. Call inside the claim lock: two workers never fan out one event twice."""
-    events = list(
-        Event.objects.using(using)
-        .pending_fanout()
-        .only("id", "name", "model", "created_at")[:limit]
-    )
-    if not events:
-        return 0
-    webhooks = subscriptions.active_webhooks(using)
-    rows = [
-        new_delivery(event, webhook, due_at=event.created_at)
-        for event in events
-        for webhook in subscriptions.matching(webhooks, event.name, event.model)
-    ]
-    Delivery.objects.using(using).bulk_create(rows)
-    Event.objects.using(using).filter(id__in=[event.id for event in events]).update(
-        pending_fanout=False
-    )
-    return len(rows)
+    """Create the deliveries of up to ``limit`` events still pending fan-out, all due;
+    returns how many. Call inside a transaction: it takes the claim lock, so two workers
+    never fan out one event twice. (A claim fans out as it claims.)"""
+    sql.lock(using, CLAIM_LOCK)
+    return _Claim("", Capacity(total=0, retry=0), now, using, None, None)._fan_out(limit)
 
 
 def claim(
@@ -140,6 +118,9 @@ def claim(
     using: str,
     fan_out_limit: int,
     must_end_by: datetime.datetime | None = None,
+    webhooks: dict[int, Webhook] | None = None,
+    probe: bool = True,
+    recorder: Recorder | None = None,
 ) -> list[Claimed]:
     """Fan out pending events, then lease due rows to ``token`` within every limit.
 
@@ -147,19 +128,30 @@ def claim(
     transaction has committed). Rows of inactive webhooks found on the way are settled as
     skipped here, without a request. With ``must_end_by``, rows whose attempt could still be
     running then (a long timeout, a late rate-limit slot) are left for another run.
+
+    ``webhooks`` is the caller's recent copy of the active webhooks by id (a run refreshes
+    it every ``SUBSCRIPTION_CACHE_SECONDS``); webhooks missing from it are read. With
+    ``probe``, two indexed reads first check that anything is waiting at all. A
+    ``recorder``'s outcomes are written first, in the same transaction, so the slots they
+    held count as free.
     """
-    if capacity.total <= 0:
+    pending_writes = recorder is not None and len(recorder) > 0
+    if capacity.total <= 0 and not pending_writes:
         return []
-    # Most looks find nothing: answer those with two indexed reads, without the lock (on
-    # SQLite the lock is the database's one write lock, which the writers need).
-    if not rows_waiting(timezone.now(), using=using):
+    # Most looks find nothing: answer those without the lock (on SQLite the lock is the
+    # database's one write lock, which the writers need).
+    if probe and not pending_writes and not rows_waiting(timezone.now(), using=using):
         return []
     with transaction.atomic(using=using):
-        Lease.objects.using(using).lock(CLAIM_LOCK)
-        now = timezone.now()
-        fan_out(now, limit=fan_out_limit, using=using)
-        claimer = _Claim(token, capacity, now, using, must_end_by)
-        claimed = claimer.run()
+        if recorder is not None:
+            recorder.write()
+        claimed: list[Claimed] = []
+        if capacity.total > 0:
+            sql.lock(using, CLAIM_LOCK)
+            claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
+            claimed = claimer.run(fan_out_limit)
+    if recorder is not None:
+        recorder.after_commit()
     return claimed
 
 
@@ -173,13 +165,15 @@ class _Claim:
         now: datetime.datetime,
         using: str,
         must_end_by: datetime.datetime | None,
+        webhooks: dict[int, Webhook] | None,
     ):
         self.token = token
         self.must_end_by = must_end_by
         self.capacity = capacity
         self.now = now
         self.using = using
-        self.webhooks: dict[int, Webhook] = {}
+        self.webhooks: dict[int, Webhook] = dict(webhooks or {})
+        self.any_rate_limited = webhooks is None or any(w.rate_limit for w in webhooks.values())
         self.allowances: dict[int, _Allowance] = {}
         # Webhooks no scan should return rows of any more: full, rate-blocked or inactive;
         # and those whose retries have used their share (first attempts may still go).
@@ -190,37 +184,41 @@ class _Claim:
         self.taken: list[Claimed] = []
         self.retry_taken = 0
 
-    def run(self) -> list[Claimed]:
+    def run(self, fan_out_limit: int) -> list[Claimed]:
         self._count_in_flight()
-        self._exclude_rate_blocked()
+        self._exclude_known_full()
+        if self.any_rate_limited:
+            self._exclude_rate_blocked()
         batch = max(1, int(app_settings.BATCH_SIZE))
-        self._scan(Lane.RETRY, min(batch, self.capacity.retry), borrowing=False)
+        # Rows already due go before new events' (each lane in due order).
+        retry_left = self._scan(Lane.RETRY, min(batch, self.capacity.retry), borrowing=False)
         self._scan(Lane.FIRST, batch, borrowing=False)
-        self._scan(Lane.RETRY, batch, borrowing=True)
+        self._fan_out(fan_out_limit)
+        if retry_left:
+            self._scan(Lane.RETRY, batch, borrowing=True)
         self._settle_skipped()
         self._lease()
         self._save_rate_slots()
-        self._attach_bodies()
         return self.taken
 
     # --- what is already out -------------------------------------------------------------
 
     def _count_in_flight(self) -> None:
         counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        rows = (
-            Delivery.objects.using(self.using)
-            .leased(self.now)
-            .values_list("webhook_id", "lane")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        for webhook_id, lane, n in rows:
+        for webhook_id, lane, n in sql.count_leased(self.using, self.now):
             counts[webhook_id][0] += n
             if lane == Lane.RETRY:
                 counts[webhook_id][1] += n
         self.in_flight = {
             webhook_id: (total, retry) for webhook_id, (total, retry) in counts.items()
         }
+
+    def _exclude_known_full(self) -> None:
+        """Webhooks already at their cap need no scanning (the common hanging endpoint)."""
+        for webhook_id, (total_out, _) in self.in_flight.items():
+            webhook = self.webhooks.get(webhook_id)
+            if webhook is not None and total_out >= webhook.effective_max_in_flight:
+                self.exclude.add(webhook_id)
 
     def _exclude_rate_blocked(self) -> None:
         horizon = self.now + datetime.timedelta(seconds=RATE_HORIZON_SECONDS)
@@ -238,56 +236,90 @@ class _Claim:
             room = min(room, self.capacity.retry - self.retry_taken)
         return room
 
-    def _scan(self, lane: str, limit: int, *, borrowing: bool) -> None:
+    def _scan(self, lane: str, limit: int, *, borrowing: bool) -> bool:
+        """Take what this lane may take; returns whether its rows may not all have been
+        seen (the scan stopped for room, not for running out of rows)."""
         for _ in range(_SCAN_ROUNDS):
             room = self._room_left(lane, borrowing)
             if room <= 0:
-                return
-            # A little over the room: some candidates belong to webhooks that are full.
-            size = min(limit, room * 2)
+                return True
+            # A little over what the webhooks could take (some fill up), in pages small
+            # enough that one endpoint's backlog costs little to skip.
+            size = min(limit, room * 2, _SCAN_PAGE, self._useful_rows(lane, borrowing))
             exclude = self.exclude
             if lane == Lane.RETRY and not borrowing:
                 exclude = exclude | self.retry_share_used
-            candidates = list(
-                Delivery.objects.using(self.using)
-                .due_in_lane(lane, self.now)
-                .exclude(webhook_id__in=exclude)
-                .exclude(id__in=[c.delivery.pk for c in self.taken])
-                .values(*_CANDIDATE_FIELDS)[:size]
+            candidates = sql.due_rows(
+                self.using,
+                self.now,
+                [(lane, size, sorted(exclude))],
+                [c.delivery.pk for c in self.taken],
             )
             if not candidates:
-                return
-            self._load_webhooks(row["webhook_id"] for row in candidates)
+                return False
+            self._load_webhooks(row[1] for row in candidates)
             for row in candidates:
                 if self._room_left(lane, borrowing) <= 0:
-                    return
+                    return True
                 self._consider(row, lane, borrowing)
             if len(candidates) < size:
-                return
+                return False
+        return True
 
-    def _consider(self, row: dict[str, object], lane: str, borrowing: bool) -> None:
-        webhook_id = int(row["webhook_id"])  # type: ignore[call-overload]
+    def _useful_rows(self, lane: str, borrowing: bool, unknown_slack: int | None = None) -> int:
+        """About how many due rows this claim could take: the room left at the webhooks it
+        knows, plus (by default) a default cap's worth for webhooks it does not."""
+        known = 0
+        for webhook_id, webhook in self.webhooks.items():
+            if webhook_id in self.exclude or not webhook.is_active:
+                continue
+            allowance = self.allowances.get(webhook_id)
+            if allowance is None:
+                total_out = self.in_flight.get(webhook_id, (0, 0))[0]
+                cap = webhook.effective_max_in_flight
+                known += cap - total_out
+            else:
+                known += allowance.room(lane, borrowing)
+        if unknown_slack is None:
+            unknown_slack = int(app_settings.ENDPOINT_MAX_IN_FLIGHT)
+        return max(1, known + unknown_slack)
+
+    def _consider(self, row: tuple[Any, ...], lane: str, borrowing: bool) -> None:
+        *values, body = row
+        fields = dict(zip(sql.DUE_COLUMNS, values, strict=True))
+        webhook_id = int(fields["webhook_id"])
         webhook = self.webhooks.get(webhook_id)
         if webhook is None:
             return
         if not webhook.is_active:
-            self.skipped[webhook_id].append(int(row["id"]))  # type: ignore[call-overload]
+            self.skipped[webhook_id].append(int(fields["id"]))
             self.exclude.add(webhook_id)
             return
+        if webhook_id in self.exclude:
+            return
+        fields["lane"] = lane
+        delivery = Delivery(**fields, status=DeliveryStatus.PENDING)
+        delivery._state.adding = False
+        delivery._state.db = self.using
+        item = self._take(delivery, webhook, lane, borrowing)
+        if item is not None:
+            item.body = str(body).encode()
+
+    def _take(
+        self, delivery: Delivery, webhook: Webhook, lane: str, borrowing: bool
+    ) -> Claimed | None:
+        """Hold ``delivery`` if every limit allows it; excludes its webhook once full."""
+        webhook_id = webhook.pk
         if self.must_end_by is not None and not self._fits(webhook):
             self.exclude.add(webhook_id)
-            return
+            return None
         allowance = self._allowance(webhook)
         if allowance.room(lane, borrowing) <= 0:
             if allowance.room(Lane.FIRST, borrowing=True) <= 0:
                 self.exclude.add(webhook_id)
             else:
                 self.retry_share_used.add(webhook_id)
-            return
-        delivery = Delivery(**row)
-        delivery._state.adding = False
-        delivery._state.db = self.using
-        delivery.status = DeliveryStatus.PENDING
+            return None
         item = Claimed(delivery=delivery, webhook=webhook)
         if allowance.rate_slots is not None:
             assert allowance.next_slot is not None
@@ -301,6 +333,42 @@ class _Claim:
                 self.retry_taken += 1
         allowance.taken.append(item)
         self.taken.append(item)
+        return item
+
+    def _fan_out(self, limit: int) -> int:
+        """New events become deliveries; those the limits allow are created already held
+        by this claim (no second statement to lease them), the rest due. Returns how many
+        rows it created."""
+        holds_new_rows = sql.supported(self.using)
+        if not self.webhooks:
+            self.webhooks.update((w.pk, w) for w in subscriptions.active_webhooks(self.using))
+        active = [webhook for webhook in self.webhooks.values() if webhook.is_active]
+        if self.capacity.total > 0:
+            # About as many events as can be sent now: rows created for a full endpoint
+            # wait as due rows, and would cost a second statement to lease later.
+            limit = min(limit, max(20, self._useful_rows(Lane.FIRST, False, unknown_slack=0)))
+        events = sql.pending_events(self.using, limit)
+        if not events:
+            return 0
+        rows: list[Delivery] = []
+        for event_id, name, model, created_at, event_body in events:
+            event = Event(id=event_id, name=name, model=model, created_at=created_at)
+            body = event_body.encode()
+            for webhook in subscriptions.matching(active, name, model):
+                row = new_delivery(event, webhook, due_at=created_at)
+                rows.append(row)
+                room = self._room_left(Lane.FIRST, borrowing=False) > 0
+                if not (holds_new_rows and room and webhook.pk not in self.exclude):
+                    continue
+                item = self._take(row, webhook, Lane.FIRST, borrowing=False)
+                if item is not None:
+                    item.body = body
+                    item.leased = True
+                    row.lease_token = self.token
+                    row.next_attempt_at = self._lease_until(item)
+        sql.insert(self.using, rows, returning_ids=True)
+        sql.mark_fanned_out(self.using, [event[0] for event in events])
+        return len(rows)
 
     def _fits(self, webhook: Webhook) -> bool:
         assert self.must_end_by is not None
@@ -353,31 +421,28 @@ class _Claim:
                 completed_at=self.now,
             )
 
+    def _lease_until(self, item: Claimed) -> datetime.datetime:
+        wait = (item.send_at - self.now).total_seconds() if item.send_at else 0.0
+        seconds = lease_seconds(item.webhook, max(0.0, wait))
+        return self.now + datetime.timedelta(seconds=seconds)
+
     def _lease(self) -> None:
+        scanned = [item for item in self.taken if not item.leased]
         by_until: dict[datetime.datetime, list[int]] = defaultdict(list)
-        for item in self.taken:
-            wait = (item.send_at - self.now).total_seconds() if item.send_at else 0.0
-            seconds = lease_seconds(item.webhook, max(0.0, wait))
-            by_until[self.now + datetime.timedelta(seconds=seconds)].append(item.delivery.pk)
+        for item in scanned:
+            by_until[self._lease_until(item)].append(item.delivery.pk)
         leased = 0
         for until, ids in by_until.items():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                leased += (
-                    Delivery.objects.using(self.using)
-                    .filter(id__in=chunk)
-                    .due(self.now)
-                    .lease_to(self.token, until)
-                )
-        if leased != len(self.taken):
+            leased += sql.lease(self.using, ids, self.token, until, self.now)
+        if leased != len(scanned):
             # Under the claim lock nobody else can take a due row; a mismatch means a row
             # changed outside it (an operator's retry racing us). Keep only what we hold.
             held = set(
                 Delivery.objects.using(self.using)
-                .filter(id__in=[c.delivery.pk for c in self.taken], lease_token=self.token)
+                .filter(id__in=[c.delivery.pk for c in scanned], lease_token=self.token)
                 .values_list("id", flat=True)
             )
-            self.taken = [item for item in self.taken if item.delivery.pk in held]
+            self.taken = [item for item in self.taken if item.leased or item.delivery.pk in held]
         for item in self.taken:
             item.delivery.lease_token = self.token
 
@@ -388,19 +453,6 @@ class _Claim:
             RateLimitState.objects.using(self.using).update_or_create(
                 webhook_id=webhook_id, defaults={"next_slot_at": allowance.next_slot}
             )
-
-    def _attach_bodies(self) -> None:
-        event_ids = {item.delivery.event_id for item in self.taken}
-        bodies: dict[str, str] = {}
-        ids = list(event_ids)
-        for start in range(0, len(ids), 500):
-            bodies.update(
-                Event.objects.using(self.using)
-                .filter(id__in=ids[start : start + 500])
-                .values_list("id", "body")
-            )
-        for item in self.taken:
-            item.body = bodies.get(item.delivery.event_id, "").encode()
 
 
 def rows_waiting(now: datetime.datetime, *, using: str) -> bool:

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCH_INTERVAL": 1.0,
     "TASK_SECONDS": 5.0,
     "MAX_IN_FLIGHT": 200,
-    "ENDPOINT_MAX_IN_FLIGHT": 20,
+    "ENDPOINT_MAX_IN_FLIGHT": 50,
     "RETRY_SHARE": 0.5,
     "SUBSCRIPTION_CACHE_SECONDS": 1.0,
     # REST API (webhooks_app.api)

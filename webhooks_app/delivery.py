@@ -18,7 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from webhooks_app import __version__, http, retry, signals, signing, subscriptions
+from webhooks_app import __version__, http, retry, signals, signing, sql, subscriptions
 from webhooks_app.conf import app_settings
 from webhooks_app.http import AttemptResult, OutgoingRequest
 from webhooks_app.models import (
@@ -261,6 +261,9 @@ class Recorder:
         self.disabled: dict[int, str] = {}
         self.first_added_at: float | None = None
         self.recorded = 0
+        # Webhooks this recorder disabled (a 410), so the sender stops claiming for them.
+        self.disabled_since_start: set[int] = set()
+        self._disabled_now: list[int] = []
 
     def __len__(self) -> int:
         return len(self.deliveries)
@@ -303,33 +306,47 @@ class Recorder:
         """Write what was collected in one transaction; returns how many rows."""
         if not self.deliveries:
             return 0
-        now = timezone.now()
-        disabled_now: list[int] = []
-        count = len(self.deliveries)
         with transaction.atomic(using=self.using):
-            DeliveryAttempt.objects.using(self.using).bulk_create(self.attempts)
-            write_outcomes(self.deliveries, self.lease_token, using=self.using)
-            for webhook_id, results in self.webhook_results.items():
-                _update_webhook_stats(webhook_id, results, now, self.using)
-            for webhook_id, reason in self.disabled.items():
-                if (
-                    Webhook.objects.using(self.using)
-                    .filter(pk=webhook_id, is_active=True)
-                    .update(is_active=False, disabled_reason=reason, disabled_at=now)
-                ):
-                    disabled_now.append(webhook_id)
-        if disabled_now:
-            subscriptions.forget()
-        for webhook_id in disabled_now:
-            webhook = Webhook.objects.using(self.using).get(pk=webhook_id)
-            signals.webhook_disabled.send(
-                sender=Webhook, webhook=webhook, reason=webhook.disabled_reason
-            )
+            written = self.write()
+        self.after_commit()
+        return written
+
+    def write(self) -> int:
+        """Write what was collected, in the caller's transaction (a claim writes the last
+        outcomes first, so the slots they held count as free); call ``after_commit()`` once
+        it committed. Returns how many rows."""
+        if not self.deliveries:
+            return 0
+        now = timezone.now()
+        count = len(self.deliveries)
+        sql.insert(self.using, self.attempts)
+        write_outcomes(self.deliveries, self.lease_token, using=self.using)
+        for webhook_id, results in self.webhook_results.items():
+            _update_webhook_stats(webhook_id, results, now, self.using)
+        for webhook_id, reason in self.disabled.items():
+            if (
+                Webhook.objects.using(self.using)
+                .filter(pk=webhook_id, is_active=True)
+                .update(is_active=False, disabled_reason=reason, disabled_at=now)
+            ):
+                self._disabled_now.append(webhook_id)
         self.deliveries, self.attempts, self.webhook_results = [], [], {}
         self.disabled = {}
         self.first_added_at = None
         self.recorded += count
         return count
+
+    def after_commit(self) -> None:
+        """Tell the world about webhooks the written outcomes disabled (a 410)."""
+        disabled_now, self._disabled_now = self._disabled_now, []
+        if disabled_now:
+            subscriptions.forget()
+            self.disabled_since_start.update(disabled_now)
+        for webhook_id in disabled_now:
+            webhook = Webhook.objects.using(self.using).get(pk=webhook_id)
+            signals.webhook_disabled.send(
+                sender=Webhook, webhook=webhook, reason=webhook.disabled_reason
+            )
 
 
 def _update_webhook_stats(
@@ -346,38 +363,12 @@ def _update_webhook_stats(
     )
 
 
-# Written per group of rows with equal values; the per-row timestamps go separately.
-_OUTCOME_FIELDS = (
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "next_trigger",
-    "lane",
-    "lease_token",
-    "last_status_code",
-    "last_error",
-)
-
-
 def write_outcomes(
     deliveries: list[Delivery], lease_token: str, *, using: str = DEFAULT_DB_ALIAS
 ) -> None:
-    """Save what an attempt changed on these rows, if ``lease_token`` still holds them.
-
-    Nearly every row of a batch ends alike (succeeded, lease cleared, no error), so one
-    ``UPDATE ... WHERE id IN (...)`` per distinct outcome replaces ``bulk_update``'s
-    per-row, per-field ``CASE`` expressions (bench/worker_path.py). The token condition keeps
-    a worker whose lease was taken over from overwriting what the new holder recorded.
-    """
-    held = Delivery.objects.using(using).filter(lease_token=lease_token)
-    # Timestamps first: the grouped updates below clear the token they are matched on.
-    held.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for row in deliveries:
-        key = tuple(getattr(row, name) for name in _OUTCOME_FIELDS)
-        groups.setdefault(key, []).append(row.pk)
-    for values, pks in groups.items():
-        held.filter(pk__in=pks).update(**dict(zip(_OUTCOME_FIELDS, values, strict=True)))
+    """Save what attempts changed on these rows, if ``lease_token`` still holds them (a
+    worker whose lease was taken over must not overwrite what the new holder recorded)."""
+    sql.write_outcomes(using, deliveries, lease_token)
 
 
 def attempt_now(delivery: Delivery, webhook: Webhook) -> DeliveryAttempt:

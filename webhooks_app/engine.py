@@ -33,10 +33,10 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django_q.conf import Conf
 
-from webhooks_app import claims, delivery, http
+from webhooks_app import claims, delivery, http, subscriptions
 from webhooks_app.conf import app_settings
 from webhooks_app.http import AttemptResult, OutgoingRequest
-from webhooks_app.models import Lane
+from webhooks_app.models import Lane, Webhook
 
 logger = logging.getLogger("webhooks_app.engine")
 
@@ -45,9 +45,10 @@ logger = logging.getLogger("webhooks_app.engine")
 LINGER_SECONDS = 0.25
 # Between two claims while slots are free but the last claim found nothing.
 POLL_SECONDS = 0.02
-# Outcomes are written when this many are waiting, or when the oldest has waited this long.
+# Outcomes are written when this many are waiting, or when the oldest has waited this long
+# (a row's slot at its endpoint is only free again once its outcome is written).
 FLUSH_ROWS = 100
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.02
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Run:
         self.in_flight: dict[int, _InFlight] = {}
         self.done: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopped_early = False
+        self.webhooks: dict[int, Webhook] = {}
+        self.webhooks_read_at = -math.inf
+        # Whether the last claim found something: then the next one need not probe first.
+        self.last_claim_found = False
         # django-q2 kills a task at Q_CLUSTER["timeout"]: claim nothing that could outlast it.
         self.must_end_by: datetime.datetime | None = None
         if Conf.TIMEOUT and not Conf.SYNC:
@@ -99,20 +104,24 @@ class Run:
             self._collect()
             self._guard(now)
             claiming = now < stop_claiming_at
-            if self._should_flush(now, claiming):
-                self.recorder.flush()
-            idle = not self.in_flight and not len(self.recorder)
-            if idle and idle_since is None:
+            flush_due = self._should_flush(now, claiming)
+            if not self.in_flight and idle_since is None:
                 # Just ran dry: look again at once before deciding to linger or stop.
                 idle_since = now
                 next_claim_at = now
-            if claiming and now >= next_claim_at and self._free() > 0:
+            if claiming and self._free() > 0 and (now >= next_claim_at or flush_due):
+                # A claim writes the outcomes waiting first, in its own transaction.
                 last_claim_at = now
-                if self._claim():
+                free = self._free()
+                found = self._claim()
+                if found:
                     idle_since = None
-                    next_claim_at = time.monotonic()
-                else:
-                    next_claim_at = time.monotonic() + POLL_SECONDS
+                # A claim that filled every free slot may leave more; one that did not has
+                # met a limit (or run dry): look again when slots free up, or after a poll.
+                next_claim_at = time.monotonic() + (0 if found >= free else POLL_SECONDS)
+            elif flush_due:
+                self._flush()
+                next_claim_at = min(next_claim_at, time.monotonic())
             if not self.in_flight and not len(self.recorder):
                 if not claiming:
                     self.stopped_early = claims.rows_waiting(timezone.now(), using=self.using)
@@ -124,8 +133,25 @@ class Run:
                 ):
                     break
             self._wait(next_claim_at if claiming else None)
-        self.recorder.flush()
+        self._flush()
         return self.recorder.recorded
+
+    def _flush(self) -> None:
+        self.recorder.flush()
+        self._forget_disabled()
+
+    def _forget_disabled(self) -> None:
+        for webhook_id in self.recorder.disabled_since_start:
+            self.webhooks.pop(webhook_id, None)
+
+    def _active_webhooks(self) -> dict[int, Webhook]:
+        """This run's copy of the active webhooks, read again every
+        SUBSCRIPTION_CACHE_SECONDS (a changed URL or secret is used from then on)."""
+        now = time.monotonic()
+        if now - self.webhooks_read_at >= float(app_settings.SUBSCRIPTION_CACHE_SECONDS):
+            self.webhooks = {w.pk: w for w in subscriptions.active_webhooks(self.using)}
+            self.webhooks_read_at = now
+        return self.webhooks
 
     # --- claiming and sending ----------------------------------------------------------------
 
@@ -147,12 +173,18 @@ class Run:
                 using=self.using,
                 fan_out_limit=batch,
                 must_end_by=self.must_end_by,
+                webhooks=self._active_webhooks(),
+                probe=not self.last_claim_found,
+                recorder=self.recorder,
             )
         except Exception:
             # A lost database connection or a lock timeout: the rows stay due, another pass
             # (or another worker) takes them.
             logger.exception("claiming deliveries failed; trying again shortly")
+            self.last_claim_found = False
             return 0
+        self.last_claim_found = bool(claimed)
+        self._forget_disabled()
         for item in claimed:
             self._send(item)
         return len(claimed)

@@ -240,10 +240,9 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         ).order_by("next_attempt_at")
 
     def leased(self, now: datetime) -> DeliveryQuerySet:
-        """Rows someone holds right now: being sent, or about to be."""
-        return self.filter(
-            status=DeliveryStatus.PENDING, lease_token__gt="", next_attempt_at__gt=now
-        )
+        """Rows someone holds right now: being sent, or about to be. (Only pending rows
+        carry a token; leaving status out lets the leased rows' partial index answer.)"""
+        return self.filter(lease_token__gt="", next_attempt_at__gt=now)
 
     def held_by(self, token: str) -> DeliveryQuerySet:
         return self.filter(status=DeliveryStatus.PENDING, lease_token=token)
@@ -263,7 +262,11 @@ class Delivery(models.Model):
     """One event on its way to one webhook."""
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: (webhook, -created_at) below serves every lookup by webhook, and
+    # each index costs every write of a row that is written three times.
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     status = models.CharField(
         max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
@@ -296,7 +299,13 @@ class Delivery(models.Model):
         permissions = [("retry_delivery", "Can retry deliveries")]
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due_idx"),
+            # Partial (pending rows only): a settled row leaves these indexes, so they stay
+            # small and the write that settles a row does not add to them.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhooks_delivery_due_idx",
+            ),
             # Only pending rows: the claim's scan of one lane stays small and in due order
             # however many settled rows the table holds.
             models.Index(
@@ -333,7 +342,10 @@ class DeliveryAttempt(models.Model):
         FAILED = "failed", "Failed"
         DISABLED = "disabled", "Webhook disabled"
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log")
+    # (delivery, number) below serves lookups by delivery.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False
+    )
     number = models.PositiveIntegerField()
     trigger = models.CharField(max_length=20, choices=Trigger.choices)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)

@@ -1,0 +1,473 @@
+"""Hand-written SQL for the delivery engine's hot statements.
+
+Profiled on PostgreSQL (docs/benchmarks.md, "Where the time goes"): a claim ran eleven ORM
+statements, and building each (filters, excludes, ``values()`` rows, ``bulk_create``) cost
+two to four times its round trip; one claim of twenty deliveries took ~25 ms. Written here
+instead, the same statements bind parameters and read tuples.
+
+On PostgreSQL, lists travel as one array parameter per column (``unnest``, ``= ANY``):
+psycopg parses a statement's text for placeholders on every call it cannot cache, and a
+multi-row VALUES list of a hundred rows has over a thousand of them. SQLite binds
+``VALUES`` lists natively. Every name comes from the models' ``_meta`` and is quoted by the
+backend; every value is a parameter, adapted by the field it belongs to
+(``get_db_prep_value``, ``get_db_prep_save``), so dates, booleans and JSON are stored
+exactly as the ORM stores them. The SQL is the
+common subset of PostgreSQL and SQLite (``RETURNING`` from SQLite 3.35, ``UPDATE ... FROM``
+from 3.33, both older than any SQLite that Python 3.11 ships; other backends use the ORM).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections, models
+from django.db.models import Model
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from webhooks_app.models import Delivery, DeliveryStatus, Event, Lease
+
+
+def supported(using: str) -> bool:
+    vendor = connections[using].vendor
+    if vendor == "postgresql":
+        return True
+    if vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
+
+
+class _Names:
+    """Quoted table and column names of one model on one connection."""
+
+    def __init__(self, model: type[Model], connection: Any) -> None:
+        quote = connection.ops.quote_name
+        self.table = quote(model._meta.db_table)
+        self.fields = {field.name: field for field in model._meta.concrete_fields}
+        self.columns = {name: quote(str(field.column)) for name, field in self.fields.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return str(self.columns[name])
+
+    def value(self, name: str, value: Any, connection: Any) -> Any:
+        return self.fields[name].get_db_prep_value(value, connection, prepared=False)
+
+
+_names: dict[tuple[type[Model], str], _Names] = {}
+
+
+def _of(model: type[Model], using: str) -> _Names:
+    key = (model, using)
+    names = _names.get(key)
+    if names is None:
+        names = _names[key] = _Names(model, connections[using])
+    return names
+
+
+def _execute(using: str, sql: str, params: Sequence[Any]) -> Any:
+    connection = connections[using]
+    with _cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else cursor.rowcount
+
+
+def _cursor(connection: Any) -> Any:
+    """Django's cursor, but on psycopg 3 one that binds parameters on the server.
+
+    Django's psycopg cursors bind on the client, quoting every value into the statement's
+    text; for our arrays of bodies and headers that quoting was a fifth of a worker's time
+    (py-spy, bench/throughput.py). Statements are unnamed (``prepare=False``), which is safe
+    behind PgBouncer. The cursor is wrapped as Django wraps its own, so ``execute_wrapper``
+    hooks, query logging and error translation still apply.
+    """
+    if connection.vendor == "postgresql" and _ServerBoundCursor is not None:
+        connection.ensure_connection()
+        if isinstance(connection.connection, _psycopg_connection):
+            connection.validate_thread_sharing()
+            raw = _ServerBoundCursor(connection.connection)
+            if connection.queries_logged:
+                return connection.make_debug_cursor(raw)
+            return connection.make_cursor(raw)
+    return connection.cursor()
+
+
+try:
+    import psycopg
+
+    _psycopg_connection: Any = psycopg.Connection
+
+    class _ServerBoundCursor(psycopg.Cursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            kwargs["prepare"] = False
+            return super().execute(query, params, **kwargs)
+
+except ImportError:  # SQLite only, or psycopg2
+    _psycopg_connection = None
+    _ServerBoundCursor = None  # type: ignore[assignment,misc]
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+def _postgres(using: str) -> bool:
+    return bool(connections[using].vendor == "postgresql")
+
+
+def _array_type(field: models.Field[Any, Any], connection: Any) -> str:
+    return f"{field.db_type(connection)}[]"
+
+
+def read_datetime(value: Any) -> datetime.datetime:
+    """A timestamp as the backend returns it (SQLite: text in UTC) as an aware datetime."""
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        assert parsed is not None, value
+        value = parsed
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, datetime.UTC)
+    return value  # type: ignore[no-any-return]
+
+
+# --- the claim lock ------------------------------------------------------------------------
+
+
+def lock(using: str, name: str) -> None:
+    """``Lease.objects.lock``: an UPDATE of one row takes the row lock on PostgreSQL and the
+    write lock on SQLite; the row is created the first time."""
+    if not supported(using):
+        Lease.objects.using(using).lock(name)
+        return
+    lease = _of(Lease, using)
+    sql = f"UPDATE {lease.table} SET {lease['owner']} = '' WHERE {lease['name']} = %s"  # noqa: S608
+    if not _execute(using, sql, [name]):
+        Lease.objects.using(using).get_or_create(
+            name=name, defaults={"owner": "", "expires_at": timezone.now()}
+        )
+        _execute(using, sql, [name])
+
+
+# --- reading what is out and what is due -----------------------------------------------------
+
+
+def count_leased(using: str, now: datetime.datetime) -> list[tuple[int, str, int]]:
+    """(webhook id, lane, rows) of the rows held right now (the leased rows' index)."""
+    if not supported(using):
+        rows = (
+            Delivery.objects.using(using)
+            .leased(now)
+            .values_list("webhook_id", "lane")
+            .annotate(n=models.Count("id"))
+            .order_by()
+        )
+        return [(int(w), str(lane), int(n)) for w, lane, n in rows]
+    connection = connections[using]
+    d = _of(Delivery, using)
+    sql = (
+        f"SELECT {d['webhook']}, {d['lane']}, COUNT(*) FROM {d.table} "  # noqa: S608
+        f"WHERE {d['lease_token']} > '' AND {d['next_attempt_at']} > %s "
+        f"GROUP BY {d['webhook']}, {d['lane']}"
+    )
+    return [
+        (int(webhook_id), str(lane), int(count))
+        for webhook_id, lane, count in _execute(
+            using, sql, [d.value("next_attempt_at", now, connection)]
+        )
+    ]
+
+
+# The columns due_rows() returns, in order.
+DUE_COLUMNS = ("id", "webhook_id", "event_id", "attempts", "max_attempts", "next_trigger", "lane")
+
+
+def due_rows(
+    using: str,
+    now: datetime.datetime,
+    scans: Sequence[tuple[str, int, Sequence[int]]],
+    skip_ids: Sequence[int],
+) -> list[tuple[Any, ...]]:
+    """Due rows of each lane, oldest first, with their event's body as the last column.
+
+    ``scans`` are (lane, how many, webhook ids to leave out); all of them are answered in one
+    round trip (``UNION ALL``), each by the pending rows' lane index.
+    """
+    if not supported(using):
+        return _due_rows_with_the_orm(using, now, scans, skip_ids)
+    connection = connections[using]
+    d = _of(Delivery, using)
+    e = _of(Event, using)
+    columns = ", ".join(
+        f"d.{d['webhook' if name == 'webhook_id' else 'event' if name == 'event_id' else name]}"
+        for name in DUE_COLUMNS
+    )
+    parts: list[str] = []
+    params: list[Any] = []
+    due_before = d.value("next_attempt_at", now, connection)
+    for lane, limit, skip_webhooks in scans:
+        conditions = [
+            f"d.{d['status']} = %s",
+            f"d.{d['lane']} = %s",
+            f"d.{d['next_attempt_at']} <= %s",
+        ]
+        params += [DeliveryStatus.PENDING.value, lane, due_before]
+        for column, values in ((d["webhook"], skip_webhooks), (d["id"], skip_ids)):
+            if not values:
+                continue
+            if _postgres(using):
+                conditions.append(f"d.{column} <> ALL(%s::bigint[])")
+                params.append(list(values))
+            else:
+                conditions.append(f"d.{column} NOT IN ({_placeholders(len(values))})")
+                params += list(values)
+        parts.append(
+            f"SELECT * FROM (SELECT {columns}, ev.{e['body']} FROM {d.table} d "  # noqa: S608
+            f"JOIN {e.table} ev ON ev.{e['id']} = d.{d['event']} "
+            f"WHERE {' AND '.join(conditions)} "
+            f"ORDER BY d.{d['next_attempt_at']} LIMIT {int(limit)}) AS lane_{len(parts)}"
+        )
+    if not parts:
+        return []
+    return list(_execute(using, " UNION ALL ".join(parts), params))
+
+
+def _due_rows_with_the_orm(
+    using: str,
+    now: datetime.datetime,
+    scans: Sequence[tuple[str, int, Sequence[int]]],
+    skip_ids: Sequence[int],
+) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for lane, limit, skip_webhooks in scans:
+        rows += list(
+            Delivery.objects.using(using)
+            .due_in_lane(lane, now)
+            .exclude(webhook_id__in=skip_webhooks)
+            .exclude(id__in=skip_ids)
+            .values_list(*DUE_COLUMNS, "event__body")[:limit]
+        )
+    return rows
+
+
+def pending_events(using: str, limit: int) -> list[tuple[str, str, str, datetime.datetime, str]]:
+    """(id, name, model, created_at, body) of the oldest events not fanned out yet."""
+    if not supported(using):
+        return list(
+            Event.objects.using(using)
+            .pending_fanout()
+            .values_list("id", "name", "model", "created_at", "body")[:limit]
+        )
+    e = _of(Event, using)
+    sql = (
+        f"SELECT {e['id']}, {e['name']}, {e['model']}, {e['created_at']}, {e['body']} "  # noqa: S608
+        f"FROM {e.table} WHERE {e['pending_fanout']} = %s "
+        f"ORDER BY {e['created_at']} LIMIT {int(limit)}"
+    )
+    rows = _execute(using, sql, [True])
+    return [
+        (str(id_), str(name), str(model), read_datetime(created), str(body))
+        for id_, name, model, created, body in rows
+    ]
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def mark_fanned_out(using: str, event_ids: Sequence[str]) -> None:
+    if not supported(using):
+        Event.objects.using(using).filter(id__in=event_ids).update(pending_fanout=False)
+        return
+    e = _of(Event, using)
+    if _postgres(using):
+        sql = f"UPDATE {e.table} SET {e['pending_fanout']} = %s WHERE {e['id']} = ANY(%s)"  # noqa: S608
+        _execute(using, sql, [False, list(event_ids)])
+        return
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start : start + 500]
+        sql = (
+            f"UPDATE {e.table} SET {e['pending_fanout']} = %s "  # noqa: S608
+            f"WHERE {e['id']} IN ({_placeholders(len(chunk))})"
+        )
+        _execute(using, sql, [False, *chunk])
+
+
+def lease(
+    using: str, ids: Sequence[int], token: str, until: datetime.datetime, now: datetime.datetime
+) -> int:
+    """Give these rows to ``token`` until ``until`` if they are still due; returns how many."""
+    if not supported(using):
+        return Delivery.objects.using(using).filter(id__in=ids).due(now).lease_to(token, until)
+    connection = connections[using]
+    d = _of(Delivery, using)
+    leased = 0
+    size = len(ids) if _postgres(using) else 500
+    for start in range(0, len(ids), max(1, size)):
+        chunk = list(ids[start : start + size])
+        match_params: list[Any]
+        if _postgres(using):
+            match, match_params = f"{d['id']} = ANY(%s::bigint[])", [chunk]
+        else:
+            match, match_params = f"{d['id']} IN ({_placeholders(len(chunk))})", list(chunk)
+        sql = (
+            f"UPDATE {d.table} SET {d['lease_token']} = %s, {d['next_attempt_at']} = %s "  # noqa: S608
+            f"WHERE {match} AND {d['status']} = %s AND {d['next_attempt_at']} <= %s"
+        )
+        params = [
+            token,
+            d.value("next_attempt_at", until, connection),
+            *match_params,
+            DeliveryStatus.PENDING.value,
+            d.value("next_attempt_at", now, connection),
+        ]
+        leased += int(_execute(using, sql, params))
+    return leased
+
+
+def insert(using: str, objects: Sequence[Model], *, returning_ids: bool = False) -> None:
+    """``bulk_create`` for the engine's rows: one multi-row INSERT per 100 rows; with
+    ``returning_ids`` the new primary keys are set on the objects (``RETURNING``)."""
+    if not objects:
+        return
+    model = type(objects[0])
+    if not supported(using):
+        model._base_manager.using(using).bulk_create(objects)
+        return
+    connection = connections[using]
+    names = _of(model, using)
+    pk_name = model._meta.pk.name if model._meta.pk else "id"
+    fields = [
+        field
+        for name, field in names.fields.items()
+        if not (name == pk_name and isinstance(field, models.AutoField))
+    ]
+    column_list = ", ".join(names[field.name] for field in fields)
+    if _postgres(using):
+        _insert_postgres(using, objects, fields, names, pk_name, returning_ids)
+        return
+    row = f"({_placeholders(len(fields))})"
+    returning = f" RETURNING {names[pk_name]}" if returning_ids else ""
+    for start in range(0, len(objects), 100):
+        chunk = objects[start : start + 100]
+        params: list[Any] = []
+        for obj in chunk:
+            for field in fields:
+                params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+        sql = (
+            f"INSERT INTO {names.table} ({column_list}) "  # noqa: S608
+            f"VALUES {', '.join([row] * len(chunk))}{returning}"
+        )
+        result = _execute(using, sql, params)
+        if returning_ids:
+            # Both backends return a multi-row INSERT's rows in VALUES order.
+            for obj, (pk,) in zip(chunk, result, strict=True):
+                obj.pk = pk
+        for obj in chunk:
+            obj._state.adding = False
+            obj._state.db = using
+
+
+def _insert_postgres(
+    using: str,
+    objects: Sequence[Model],
+    fields: list[models.Field[Any, Any]],
+    names: _Names,
+    pk_name: str,
+    returning_ids: bool,
+) -> None:
+    """``INSERT ... SELECT * FROM unnest(<one array per column>)``. The new ids come back
+    with every column's value, and are matched to the objects by position: unnest keeps
+    the arrays' order, and one INSERT returns its rows in the order it inserted them."""
+    connection = connections[using]
+    columns = [
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objects]
+        for field in fields
+    ]
+    arrays = ", ".join(f"%s::{_array_type(field, connection)}" for field in fields)
+    column_list = ", ".join(names[field.name] for field in fields)
+    returning = f" RETURNING {names[pk_name]}" if returning_ids else ""
+    sql = f"INSERT INTO {names.table} ({column_list}) SELECT * FROM unnest({arrays}){returning}"  # noqa: S608
+    result = _execute(using, sql, columns)
+    if returning_ids:
+        for obj, (pk,) in zip(objects, result, strict=True):
+            obj.pk = pk
+    for obj in objects:
+        obj._state.adding = False
+        obj._state.db = using
+
+
+# What an attempt changes on its Delivery row.
+OUTCOME_FIELDS = (
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "next_trigger",
+    "lane",
+    "lease_token",
+    "last_status_code",
+    "last_error",
+    "last_attempt_at",
+    "completed_at",
+)
+
+
+def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str) -> None:
+    """One ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v`` per 200 rows, for the rows
+    ``lease_token`` still holds. (Django's ``bulk_update`` builds a ``CASE`` per row and
+    field; resolving those was most of a worker's time.)"""
+    if not supported(using):
+        _write_outcomes_with_the_orm(using, deliveries, lease_token)
+        return
+    connection = connections[using]
+    d = _of(Delivery, using)
+    fields = [d.fields[name] for name in OUTCOME_FIELDS]
+    pk = d.fields["id"]
+    columns = [d[name] for name in OUTCOME_FIELDS]
+    assignments = ", ".join(f"{column} = v.{column}" for column in columns)
+    if _postgres(using):
+        arrays: list[list[Any]] = [[row.pk for row in deliveries]]
+        arrays += [
+            [field.get_db_prep_save(getattr(row, field.attname), connection) for row in deliveries]
+            for field in fields
+        ]
+        unnest = ", ".join(f"%s::{_array_type(field, connection)}" for field in (pk, *fields))
+        sql = (
+            f"UPDATE {d.table} SET {assignments} "  # noqa: S608
+            f"FROM unnest({unnest}) AS v ({d['id']}, {', '.join(columns)}) "
+            f"WHERE {d.table}.{d['id']} = v.{d['id']} AND {d.table}.{d['lease_token']} = %s"
+        )
+        _execute(using, sql, [*arrays, lease_token])
+        return
+    row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+    for start in range(0, len(deliveries), 200):
+        chunk = deliveries[start : start + 200]
+        params: list[Any] = []
+        for row in chunk:
+            params.append(row.pk)
+            params.extend(
+                field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields
+            )
+        params.append(lease_token)
+        sql = (
+            f"WITH v ({d['id']}, {', '.join(columns)}) AS "  # noqa: S608
+            f"(VALUES {', '.join([row_sql] * len(chunk))}) "
+            f"UPDATE {d.table} SET {assignments} FROM v "
+            f"WHERE {d.table}.{d['id']} = v.{d['id']} AND {d.table}.{d['lease_token']} = %s"
+        )
+        _execute(using, sql, params)
+
+
+def _write_outcomes_with_the_orm(
+    using: str, deliveries: Sequence[Delivery], lease_token: str
+) -> None:
+    """Other databases: one UPDATE per distinct outcome, per-row timestamps in bulk."""
+    held = Delivery.objects.using(using).filter(lease_token=lease_token)
+    held.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
+    shared = OUTCOME_FIELDS[:-2]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for row in deliveries:
+        groups.setdefault(tuple(getattr(row, name) for name in shared), []).append(row.pk)
+    for values, pks in groups.items():
+        held.filter(pk__in=pks).update(**dict(zip(shared, values, strict=True)))
