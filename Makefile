@@ -35,8 +35,10 @@ test: lint
 test-integration: $(STAMP)
 	bash .ci/integration.sh
 
+# Both configurations: the embedded default, then PostgreSQL + Redis started by the CI script.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	bash .ci/integration.sh --exec $(BIN)/python bench/run.py --only write_path,throughput,latency,isolation,backlog
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

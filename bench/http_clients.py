@@ -173,8 +173,19 @@ def main() -> None:
                     f"{row['req_per_cpu_s']:10,.0f}",
                     flush=True,
                 )
-    if args.json:
-        args.json.write_text(json.dumps({"http_clients": results}, indent=2))
+    from bench.harness import figure, write_figures
+
+    figures = [
+        figure(
+            f"http_{row['client']}_{row['receiver']}_c{row['concurrency']}_req_per_cpu_s",
+            row["req_per_cpu_s"],
+            "requests/CPU-s",
+            req_per_s=round(row["req_per_s"], 1),
+            requests=row["requests"],
+        )
+        for row in results
+    ]
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

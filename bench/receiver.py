@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,7 @@ class _HttpProtocol(asyncio.Protocol):
         assert self.transport is not None
         path, _, query = target.partition("?")
         if method == "GET" and path == "/stats":
-            params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+            params = dict(urllib.parse.parse_qsl(query))
             body = self.counters.stats(params.get("path"), params.get("arrivals") == "1")
             self._write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -368,6 +369,22 @@ class ReceiverProcess:
                     f"receiver got {stats['count']} of {count} requests within {timeout:.0f} s"
                 )
             time.sleep(poll)
+
+    def wait_for_path(
+        self, path: str, count: int, timeout: float, arrivals: bool = False
+    ) -> dict[str, Any]:
+        """``wait_for`` for one path's requests; ``arrivals`` adds [webhook-id, time] pairs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats(path)
+            if stats["count"] >= count:
+                return self.stats(path, arrivals=True) if arrivals else stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"receiver got {stats['count']} of {count} requests to {path} "
+                    f"within {timeout:.0f} s"
+                )
+            time.sleep(0.05)
 
     def close(self) -> None:
         if self.process.poll() is None:

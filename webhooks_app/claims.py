@@ -130,7 +130,8 @@ def claim(
     running then (a long timeout, a late rate-limit slot) are left for another run.
 
     ``webhooks`` is the caller's recent copy of the active webhooks by id (a run refreshes
-    it every ``SUBSCRIPTION_CACHE_SECONDS``); webhooks missing from it are read. With
+    it every ``SUBSCRIPTION_CACHE_SECONDS``); webhooks missing from it are read, and when
+    the claim fans events out it reads them all and refreshes the copy in place. With
     ``probe``, two indexed reads first check that anything is waiting at all. A
     ``recorder``'s outcomes are written first, in the same transaction, so the slots they
     held count as free.
@@ -150,6 +151,9 @@ def claim(
             sql.lock(using, CLAIM_LOCK)
             claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
             claimed = claimer.run(fan_out_limit)
+            if webhooks is not None and claimer.fresh_webhooks is not None:
+                webhooks.clear()
+                webhooks.update((webhook.pk, webhook) for webhook in claimer.fresh_webhooks)
     if recorder is not None:
         recorder.after_commit()
     return claimed
@@ -173,6 +177,8 @@ class _Claim:
         self.now = now
         self.using = using
         self.webhooks: dict[int, Webhook] = dict(webhooks or {})
+        # The active webhooks as read by this claim's fan-out, if it read them.
+        self.fresh_webhooks: list[Webhook] | None = None
         self.any_rate_limited = webhooks is None or any(w.rate_limit for w in webhooks.values())
         self.allowances: dict[int, _Allowance] = {}
         # Webhooks no scan should return rows of any more: full, rate-blocked or inactive;
@@ -340,9 +346,6 @@ class _Claim:
         by this claim (no second statement to lease them), the rest due. Returns how many
         rows it created."""
         holds_new_rows = sql.supported(self.using)
-        if not self.webhooks:
-            self.webhooks.update((w.pk, w) for w in subscriptions.active_webhooks(self.using))
-        active = [webhook for webhook in self.webhooks.values() if webhook.is_active]
         if self.capacity.total > 0:
             # About as many events as can be sent now: rows created for a full endpoint
             # wait as due rows, and would cost a second statement to lease later.
@@ -350,6 +353,11 @@ class _Claim:
         events = sql.pending_events(self.using, limit)
         if not events:
             return 0
+        # Matched against the webhooks as they are now, not a copy: a webhook created a
+        # moment ago gets the events committed after it, one deactivated gets none.
+        active = subscriptions.active_webhooks(self.using)
+        self.webhooks.update((webhook.pk, webhook) for webhook in active)
+        self.fresh_webhooks = active
         rows: list[Delivery] = []
         for event_id, name, model, created_at, event_body in events:
             event = Event(id=event_id, name=name, model=model, created_at=created_at)

@@ -354,7 +354,7 @@ def insert(using: str, objects: Sequence[Model], *, returning_ids: bool = False)
         params: list[Any] = []
         for obj in chunk:
             for field in fields:
-                params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+                params.append(_column_value(field, obj, connection))
         sql = (
             f"INSERT INTO {names.table} ({column_list}) "  # noqa: S608
             f"VALUES {', '.join([row] * len(chunk))}{returning}"
@@ -369,6 +369,26 @@ def insert(using: str, objects: Sequence[Model], *, returning_ids: bool = False)
             obj._state.db = using
 
 
+# Fields whose stored form is the Python value itself: the per-value adaptation the ORM does
+# is skipped for them (it was a third of an INSERT's own time for a hundred rows).
+_PLAIN_FIELDS = (
+    models.BigAutoField,
+    models.AutoField,
+    models.BooleanField,
+    models.CharField,
+    models.IntegerField,
+    models.TextField,
+)
+
+
+def _column_value(field: models.Field[Any, Any], obj: Model, connection: Any) -> Any:
+    if isinstance(field, _PLAIN_FIELDS) or (
+        isinstance(field, models.ForeignKey) and isinstance(field.target_field, _PLAIN_FIELDS)
+    ):
+        return getattr(obj, field.attname)
+    return field.get_db_prep_save(field.pre_save(obj, True), connection)
+
+
 def _insert_postgres(
     using: str,
     objects: Sequence[Model],
@@ -381,10 +401,7 @@ def _insert_postgres(
     with every column's value, and are matched to the objects by position: unnest keeps
     the arrays' order, and one INSERT returns its rows in the order it inserted them."""
     connection = connections[using]
-    columns = [
-        [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objects]
-        for field in fields
-    ]
+    columns = [[_column_value(field, obj, connection) for obj in objects] for field in fields]
     arrays = ", ".join(f"%s::{_array_type(field, connection)}" for field in fields)
     column_list = ", ".join(names[field.name] for field in fields)
     returning = f" RETURNING {names[pk_name]}" if returning_ids else ""

@@ -1,0 +1,134 @@
+"""One endpoint must not slow another, and a rate limit must hold.
+
+On the configuration the environment selects (see bench/throughput.py), with a real qcluster
+(2 workers) and the benchmark receiver:
+
+* ``isolation_ratio``: N events, each to a fast endpoint and to one that never answers (its
+  requests end at the 5 s timeout); the fast endpoint's deliveries/s, from the first commit
+  to its last request, divided by the same run without the hanging endpoint.
+* ``rate_limit_error``: an endpoint limited to 5 requests/s gets 100 events at once; the rate
+  its requests arrived at ((n - 1) / (last - first)) divided by 5.
+
+    .venv/bin/python bench/isolation.py
+    .venv/bin/python bench/isolation.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import make_workdir, setup_django
+from bench.harness import Cluster, create_articles, figure, write_figures
+from bench.receiver import ReceiverProcess
+
+
+def quiet_down() -> None:
+    """Deactivate the webhooks of the last round and wait until its rows are all settled
+    (skipped, or timed out and waiting for a retry), so a round never pays for the last."""
+    from webhooks_app.models import Delivery, Webhook
+
+    Webhook.objects.update(is_active=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not Delivery.objects.filter(status="pending", lease_token__gt="").exists() and (
+            not Delivery.objects.filter(status="pending", attempts=0).exists()
+        ):
+            return
+        time.sleep(0.2)
+    raise SystemExit("FAIL: the last round's deliveries did not settle within 60 s")
+
+
+def fast_rate(receiver: ReceiverProcess, n: int, tag: str, with_hanging: bool) -> float:
+    from webhooks_app.models import Webhook
+
+    quiet_down()
+    fast_path = f"/fast/{tag}"
+    Webhook.objects.create(name=f"fast {tag}", url=receiver.base_url + fast_path)
+    if with_hanging:
+        Webhook.objects.create(name=f"hangs {tag}", url=receiver.base_url + f"/hang/{tag}")
+    time.sleep(1.5)  # every process's copy of the subscriptions has the new webhooks
+    commits = create_articles(n, 100, tag)
+    stats = receiver.wait_for_path(fast_path, n, timeout=120)
+    rate = n / (float(stats["last_at"]) - commits[0])
+    label = "next to a hanging endpoint" if with_hanging else "alone"
+    print(f"[isolation] fast endpoint {label}: {rate:,.0f} deliveries/s", flush=True)
+    return rate
+
+
+def limited_rate(receiver: ReceiverProcess, count: int, limit: float) -> dict[str, Any]:
+    from webhooks_app.models import Webhook
+
+    quiet_down()
+    path = "/limited"
+    Webhook.objects.create(name="limited", url=receiver.base_url + path, rate_limit=limit)
+    time.sleep(1.5)
+    create_articles(count, count, "limited")
+    stats = receiver.wait_for_path(path, count, timeout=count / limit + 30, arrivals=True)
+    times = sorted(at for _, at in stats["arrivals"])
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # The most requests in any one second (a quota is usually counted that way).
+    busiest = max(sum(1 for other in times if start <= other < start + 1.0) for start in times)
+    print(
+        f"[rate limit] {count} requests limited to {limit:g}/s arrived at {rate:.2f}/s "
+        f"(smallest gap {min(gaps) * 1000:.0f} ms, at most {busiest} in any second)",
+        flush=True,
+    )
+    return {"rate": rate, "min_gap_ms": min(gaps) * 1000, "busiest_second": busiest}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Endpoint isolation and rate limits.")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="isolation rounds (median)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    n, rounds, limited = (300, 1, 20) if args.quick else (args.n, args.rounds, 100)
+    workdir = make_workdir()
+    db_name = setup_django(workdir)
+    ratios: list[float] = []
+    with ReceiverProcess() as receiver:
+        cluster = Cluster(db_name, workdir / "qcluster.log")
+        try:
+            fast_rate(receiver, 20, "warm", with_hanging=False)
+            for round_no in range(rounds):
+                alone = fast_rate(receiver, n, f"alone{round_no}", with_hanging=False)
+                beside = fast_rate(receiver, n, f"beside{round_no}", with_hanging=True)
+                ratios.append(beside / alone)
+            limit = limited_rate(receiver, limited, 5.0)
+        finally:
+            cluster.stop()
+    figures = [
+        figure(
+            "isolation_ratio",
+            statistics.median(ratios),
+            "ratio",
+            ratios=[round(value, 3) for value in ratios],
+            n=n,
+            hanging_endpoint="never answers; 5 s timeout; ENDPOINT_MAX_IN_FLIGHT 50",
+        ),
+        figure(
+            "rate_limit_error",
+            limit["rate"] / 5.0,
+            "ratio",
+            limit_per_s=5,
+            deliveries=limited,
+            observed_per_s=round(limit["rate"], 3),
+            smallest_gap_ms=round(limit["min_gap_ms"], 1),
+            most_in_one_second=limit["busiest_second"],
+        ),
+    ]
+    write_figures(args.json, figures, workdir=str(workdir))
+
+
+if __name__ == "__main__":
+    main()
