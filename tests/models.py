@@ -36,6 +36,7 @@ class Account(models.Model):
     api_token = models.CharField(max_length=64, blank=True)
     client_secret = models.CharField(max_length=64, blank=True)
     plan = models.CharField(max_length=20, default="free")
+    preferences = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.email

@@ -44,6 +44,9 @@ class Receiver:
         self.responses: deque[Response] = deque()
         self.default = Response()
         self._condition = threading.Condition()
+        # Requests being answered right now, and the most there ever were at once.
+        self.active = 0
+        self.max_active = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +61,8 @@ class Receiver:
                     response = (
                         receiver.responses.popleft() if receiver.responses else receiver.default
                     )
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
                 # Recorded before answering: once the sender has its response, a test may
                 # look at what arrived.
                 with receiver._condition:
@@ -67,14 +72,18 @@ class Receiver:
                         )
                     )
                     receiver._condition.notify_all()
-                if response.delay:
-                    time.sleep(response.delay)
-                self.send_response(response.status)
-                for name, value in response.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(response.body)))
-                self.end_headers()
-                self.wfile.write(response.body)
+                try:
+                    if response.delay:
+                        time.sleep(response.delay)
+                    self.send_response(response.status)
+                    for name, value in response.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(response.body)))
+                    self.end_headers()
+                    self.wfile.write(response.body)
+                finally:
+                    with receiver._condition:
+                        receiver.active -= 1
 
             do_POST = do_PUT = do_PATCH = do_GET = _handle
 

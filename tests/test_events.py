@@ -1,5 +1,6 @@
 """From model changes and emit() calls to Event rows: what is recorded, and when nothing is."""
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,7 @@ from tests.models import Account, Article, Invoice, Unwatched
 from webhooks_app import claims, engine, tasks
 from webhooks_app.actor import acting_as
 from webhooks_app.events import UnknownEvent, emit
-from webhooks_app.models import Delivery, Event
+from webhooks_app.models import Delivery, Event, Webhook
 
 # These tests look at what is recorded, never committed (no worker is woken); what is sent
 # is test_delivery's business.
@@ -239,7 +240,7 @@ def test_sensitive_fields_never_leave_by_default(hook):
     Account.objects.create(email="a@example.com", password="hash", api_token="t", client_secret="s")
 
     (payload,) = payloads()
-    assert set(payload["data"]) == {"id", "email", "plan"}
+    assert set(payload["data"]) == {"id", "email", "plan", "preferences"}
 
 
 def test_unwatched_models_emit_nothing(hook):
@@ -464,3 +465,37 @@ def test_wake_ups_from_one_process_are_coalesced(hook, wake_ups):
     # the rows committed after it was sent.
     assert wake_ups == [tasks.RUN_TASK]
     assert tasks.WAKE_COALESCE_SECONDS < engine.LINGER_SECONDS - engine.POLL_SECONDS
+
+
+def test_a_json_field_changed_in_place_keeps_its_previous_value(hook):
+    account = Account.objects.create(email="a@example.com", preferences={"theme": "dark"})
+    loaded = Account.objects.get(pk=account.pk)
+    loaded.preferences["theme"] = "light"  # the dict the instance was loaded with
+    loaded.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["preferences"] == {"theme": "dark"}
+    assert payload["data"]["preferences"] == {"theme": "light"}
+    assert payload["changed_fields"] == ["preferences"]
+
+
+def test_this_process_sees_a_new_webhook_at_once():
+    ArticleFactory()  # loads this process's copy: nobody subscribed
+    assert Event.objects.count() == 0
+    WebhookFactory()  # post_save drops the copy
+
+    ArticleFactory()
+    assert Event.objects.count() == 1
+
+
+def test_a_change_this_process_did_not_make_is_seen_when_its_copy_expires(settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "SUBSCRIPTION_CACHE_SECONDS": 0.3}
+    ArticleFactory()
+    # bulk_create sends no signal: as a webhook created by another process.
+    Webhook.objects.bulk_create([Webhook(name="elsewhere", url="https://example.com/hook")])
+    ArticleFactory()
+    assert Event.objects.count() == 0
+
+    time.sleep(0.4)
+    ArticleFactory()
+    assert Event.objects.count() == 1

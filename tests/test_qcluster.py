@@ -4,8 +4,10 @@ The same tests run on SQLite + the ORM broker in ``make test`` and on PostgreSQL
 the integration suite (``.ci/integration.sh`` sets the variables tests/settings.py reads).
 """
 
+import contextlib
 import hashlib
 import hmac
+import itertools
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from tests.factories import ArticleFactory, WebhookFactory
+from tests.hostile import HostileReceiver
 from tests.receiver import Response
 from webhooks_app import signing, tasks
 from webhooks_app.models import Delivery, DeliveryAttempt, Event
@@ -31,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Cluster:
     """A ``manage.py qcluster`` process group, stopped for good at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "a") -> None:
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = ROOT / "tests" / "_artifacts" / f"qcluster-{os.getpid()}.log"
+        self.log = ROOT / "tests" / "_artifacts" / f"qcluster-{os.getpid()}-{name}.log"
 
     def start(self) -> None:
         env = {
@@ -71,15 +74,42 @@ class Cluster:
             # django-q2 can hang on SIGTERM (django-q2#23); the group must still go.
             self.kill()
 
+    def graceful_stop(self, timeout: float) -> float:
+        """SIGTERM to the main process only (django-q2's graceful stop: workers finish what
+        they pulled); returns the seconds it took, or fails after ``timeout``."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the cluster did not stop within {timeout} s") from None
+        # Its workers are gone with it (they are daemonic children of the sentinel).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return time.monotonic() - started
+
 
 @pytest.fixture
 def cluster(monkeypatch):
     # This process enqueues for real now; the subprocess does the work.
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(tasks, "_last_wake", 0.0)
+    # The test process must not run a ticker of its own (it has no worker to wake).
+    monkeypatch.setattr(tasks, "start_ticker", lambda: None)
     # A Redis queue outlives the test database: start from an empty one.
     get_broker().purge_queue()
     running = Cluster()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def second_cluster(cluster):
+    """Another cluster on the same database and broker, as on a second machine."""
+    running = Cluster("b")
     running.start()
     yield running
     running.stop()
@@ -186,3 +216,107 @@ def test_flushed_queue_loses_nothing(cluster, receiver, settings):
         30,
         "deliveries were lost with the queue",
     )
+
+
+def test_an_endpoints_cap_holds_across_two_clusters(cluster, second_cluster, receiver):
+    WebhookFactory(url=receiver.url, max_in_flight=3)
+    receiver.default = Response(200, delay=0.3)
+    with transaction.atomic():
+        ArticleFactory.create_batch(24)
+
+    receiver.wait_for(24, timeout=60)
+    assert receiver.max_active == 3
+    wait_until(
+        lambda: Delivery.objects.filter(status="succeeded").count() == 24, 20, "not recorded"
+    )
+
+
+def test_a_rate_limit_holds_across_two_clusters(cluster, second_cluster, receiver):
+    WebhookFactory(url=receiver.url, rate_limit=4)
+    with transaction.atomic():
+        ArticleFactory.create_batch(12)
+
+    requests = receiver.wait_for(12, timeout=60)
+    times = sorted(request.received_at for request in requests)
+    # 4 a second, from whichever cluster: slots 250 ms apart. A send can start a little
+    # late (its process was busy), which shortens the gap after it, never the rate.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) > 0.15
+    assert 11 / (times[-1] - times[0]) <= 4 * 1.05
+
+
+def test_a_hanging_endpoint_does_not_delay_another_in_the_cluster(cluster, receiver):
+    hanging = HostileReceiver("hang")
+    try:
+        WebhookFactory(url=hanging.url, timeout=5)
+        WebhookFactory(url=receiver.url)
+        ArticleFactory()  # warm: the workers are up and have pools
+        receiver.wait_for(1, timeout=30)
+        with transaction.atomic():
+            ArticleFactory.create_batch(20)
+        committed = time.time()
+
+        requests = receiver.wait_for(21, timeout=10)
+        assert max(r.received_at for r in requests) - committed < 1.0
+    finally:
+        hanging.close()
+
+
+def test_a_graceful_stop_takes_seconds_and_records_what_was_in_flight(cluster, receiver):
+    WebhookFactory(url=receiver.url)
+    receiver.default = Response(200, delay=1.0)
+    with transaction.atomic():
+        ArticleFactory.create_batch(10)
+    receiver.wait_for(10, timeout=30)  # all ten are in flight now, answered in a second
+
+    assert cluster.graceful_stop(timeout=15) < 15
+    assert Delivery.objects.filter(status="succeeded").count() == 10
+    assert DeliveryAttempt.objects.count() == 10
+
+
+WRITER = """
+import sys, time, django
+django.setup()
+from tests.models import Article
+from webhooks_app.models import Event
+Article.objects.create(title="before")  # this process's copy: nobody subscribed
+print("saved", flush=True)
+sys.stdin.readline()  # the parent changed the webhooks
+time.sleep(float(sys.argv[1]))
+Article.objects.create(title="after")
+print(Event.objects.filter(object_id__in=[a.pk for a in Article.objects.all()]).count())
+"""
+
+
+def test_a_webhook_created_in_one_process_is_seen_by_another_within_the_cache_time(
+    cluster, receiver
+):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "WEBHOOKS_TEST_SYNC": "0",
+        "WEBHOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "PYTHONPATH": str(ROOT),
+    }
+    cache_seconds = 1.0  # SUBSCRIPTION_CACHE_SECONDS, the default
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(cache_seconds + 0.2)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdin is not None
+        assert writer.stdout.readline().strip() == "saved"
+        WebhookFactory(url=receiver.url)
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "1"  # "after" was recorded, not "before"
+        (request,) = receiver.wait_for(1, timeout=30)
+        assert request.json["data"]["title"] == "after"
+    finally:
+        writer.kill()
+        writer.wait(5)

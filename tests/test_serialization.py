@@ -414,8 +414,8 @@ def account_fields(options: dict[str, Any]) -> list[str]:
 
 
 def test_sensitive_fields_left_out_by_default():
-    assert account_fields({}) == ["id", "email", "plan"]
-    assert account_fields({"exclude": ["plan"]}) == ["id", "email"]
+    assert account_fields({}) == ["id", "email", "plan", "preferences"]
+    assert account_fields({"exclude": ["plan"]}) == ["id", "email", "preferences"]
 
 
 def test_sensitive_fields_included_when_named():
@@ -434,7 +434,7 @@ def test_primary_key_always_included():
 
 
 def test_primary_key_cannot_be_excluded():
-    assert account_fields({"exclude": ["id"]}) == ["id", "email", "plan"]
+    assert account_fields({"exclude": ["id"]}) == ["id", "email", "plan", "preferences"]
 
 
 # --- configured serializers ----------------------------------------------------------------

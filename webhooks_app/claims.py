@@ -196,11 +196,18 @@ class _Claim:
         if self.any_rate_limited:
             self._exclude_rate_blocked()
         batch = max(1, int(app_settings.BATCH_SIZE))
+        holds_new_rows = sql.supported(self.using)
+        if not holds_new_rows:
+            # New rows cannot be created held here: create them due, and scan them below.
+            self._fan_out(fan_out_limit)
         # Rows already due go before new events' (each lane in due order).
         retry_left = self._scan(Lane.RETRY, min(batch, self.capacity.retry), borrowing=False)
         self._scan(Lane.FIRST, batch, borrowing=False)
-        self._fan_out(fan_out_limit)
-        if retry_left:
+        if holds_new_rows:
+            self._fan_out(fan_out_limit)
+        if retry_left or self.retry_share_used:
+            # Retries borrow what first attempts left (rows turned away for their share
+            # are still due).
             self._scan(Lane.RETRY, batch, borrowing=True)
         self._settle_skipped()
         self._lease()
@@ -346,7 +353,7 @@ class _Claim:
         by this claim (no second statement to lease them), the rest due. Returns how many
         rows it created."""
         holds_new_rows = sql.supported(self.using)
-        if self.capacity.total > 0:
+        if self.capacity.total > 0 and holds_new_rows:
             # About as many events as can be sent now: rows created for a full endpoint
             # wait as due rows, and would cost a second statement to lease later.
             limit = min(limit, max(20, self._useful_rows(Lane.FIRST, False, unknown_slack=0)))

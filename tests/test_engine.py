@@ -1,0 +1,305 @@
+"""The engine in-process: concurrency, caps, lanes, rate limits, deadlines, isolation.
+
+Runs are started the way a worker starts them (``tasks.run``, inline in the suite) against
+real servers on 127.0.0.1: the suite's receiver and the misbehaving ones in tests/hostile.py.
+"""
+
+import concurrent.futures
+import datetime
+import itertools
+import threading
+import time
+
+import pytest
+import time_machine
+from django.db import connections
+from django.utils import timezone
+
+from tests.factories import ArticleFactory, WebhookFactory
+from tests.hostile import HostileReceiver
+from tests.receiver import Response
+from webhooks_app import claims, engine, http, sql, tasks
+from webhooks_app.models import Delivery, DeliveryAttempt, Event, Lane, RateLimitState
+
+pytestmark = [pytest.mark.django_db, pytest.mark.portable]
+
+
+@pytest.fixture
+def hostile():
+    servers = []
+
+    def start(mode):
+        server = HostileReceiver(mode)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def claim(holder="a-worker", total=50, retry=25, **kwargs):
+    return claims.claim(
+        holder,
+        claims.Capacity(total=total, retry=retry),
+        using="default",
+        fan_out_limit=200,
+        **kwargs,
+    )
+
+
+@pytest.fixture(params=[True, False], ids=["hand-written-sql", "orm"])
+def statements(request, monkeypatch):
+    """Run a test with the engine's hand-written SQL and with its ORM fallback (used on
+    databases other than PostgreSQL and SQLite >= 3.35)."""
+    if not request.param:
+        monkeypatch.setattr(sql, "supported", lambda using: False)
+    return request.param
+
+
+def test_many_concurrent_sends_record_every_attempt_once(receiver, statements):
+    WebhookFactory(url=receiver.url)
+    receiver.default = Response(200, delay=0.05)
+    ArticleFactory.create_batch(60)
+
+    started = time.monotonic()
+    assert tasks.run() == 60
+    elapsed = time.monotonic() - started
+
+    assert len(receiver.requests) == 60
+    assert len({r.header("webhook-id") for r in receiver.requests}) == 60
+    assert receiver.max_active > 1  # sent at once, not one after another
+    assert Delivery.objects.filter(status="succeeded", attempts=1).count() == 60
+    assert DeliveryAttempt.objects.count() == 60
+    assert elapsed < 60 * 0.05  # one at a time would take at least this long
+
+
+def test_an_endpoints_cap_bounds_its_requests_in_flight(receiver):
+    WebhookFactory(url=receiver.url, max_in_flight=3)
+    receiver.default = Response(200, delay=0.2)
+    ArticleFactory.create_batch(12)
+
+    assert tasks.run() == 12
+    assert receiver.max_active == 3
+
+
+def test_a_claim_counts_what_other_workers_hold(statements, webhook):
+    webhook.max_in_flight = 5
+    webhook.save()
+    ArticleFactory.create_batch(8)
+
+    first = claim("worker-a")
+    second = claim("worker-b")
+
+    assert len(first) == 5
+    assert second == []  # the other worker's five are in flight
+    assert Delivery.objects.filter(lease_token="worker-a").count() == 5
+    assert Delivery.objects.filter(lease_token="", status="pending").count() == 3
+
+
+def test_retries_never_take_the_slots_first_attempts_need(statements, webhook, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "RETRY_SHARE": 0.5}
+    webhook.max_in_flight = 4
+    webhook.save()
+    event = Event.objects.create(name="create", body="{}")
+    now = timezone.now()
+    for lane in (Lane.RETRY, Lane.FIRST):
+        Delivery.objects.bulk_create(
+            Delivery(event=event, webhook=webhook, lane=lane, next_attempt_at=now, attempts=1)
+            for _ in range(10)
+        )
+
+    taken = claim()
+    assert sorted(item.delivery.lane for item in taken) == ["first", "first", "retry", "retry"]
+
+
+def test_retries_borrow_what_first_attempts_leave(webhook):
+    webhook.max_in_flight = 4
+    webhook.save()
+    event = Event.objects.create(name="create", body="{}")
+    Delivery.objects.bulk_create(
+        Delivery(event=event, webhook=webhook, lane=Lane.RETRY, next_attempt_at=timezone.now())
+        for _ in range(10)
+    )
+
+    assert [item.delivery.lane for item in claim()] == ["retry"] * 4
+
+
+def test_a_recovery_backlog_does_not_hold_up_new_events(
+    receiver, django_capture_on_commit_callbacks
+):
+    hook = WebhookFactory(url=receiver.url, max_in_flight=2)
+    event = Event.objects.create(name="create", body='{"old": true}')
+    Delivery.objects.bulk_create(
+        Delivery(
+            event=event,
+            webhook=hook,
+            lane=Lane.RETRY,
+            attempts=1,
+            max_attempts=2,
+            next_attempt_at=timezone.now() - datetime.timedelta(minutes=5),
+        )
+        for _ in range(20)
+    )
+    receiver.default = Response(200, delay=0.05)
+    ArticleFactory()
+
+    tasks.run()
+    order = [request.json.get("event") for request in receiver.requests]
+    # The new event went out among the first requests, not after the twenty retries.
+    assert "create" in order[:4]
+    assert len(order) == 21
+
+
+def test_a_rate_limited_endpoint_gets_spaced_slots(statements, webhook):
+    webhook.rate_limit = 2
+    webhook.save()
+    ArticleFactory.create_batch(10)
+
+    first = claim()
+    # The next second's slots, half a second apart; the rest wait (they stay due).
+    assert len(first) == 3
+    gaps = [
+        (later.send_at - earlier.send_at).total_seconds()
+        for earlier, later in itertools.pairwise(first)
+    ]
+    assert gaps == [0.5, 0.5]
+    assert claim("worker-b") == []
+    assert Delivery.objects.filter(lease_token="", status="pending").count() == 7
+    state = RateLimitState.objects.get(webhook=webhook)
+    assert state.next_slot_at == first[-1].send_at + datetime.timedelta(seconds=0.5)
+
+
+def test_a_rate_limit_is_kept_by_the_sends(receiver):
+    WebhookFactory(url=receiver.url, rate_limit=10)
+    ArticleFactory.create_batch(8)
+
+    assert tasks.run() == 8
+    times = [request.received_at for request in receiver.requests]
+    assert min(later - earlier for earlier, later in itertools.pairwise(times)) > 0.07
+    assert 7 / (times[-1] - times[0]) <= 10 * 1.1
+
+
+@pytest.mark.parametrize("mode", ["trickle_headers", "trickle_body", "hang"])
+def test_a_slow_receiver_ends_as_a_recorded_timeout_within_the_deadline(hostile, mode):
+    server = hostile(mode)
+    WebhookFactory(url=server.url, timeout=1.5)
+    ArticleFactory()
+
+    started = time.monotonic()
+    tasks.run()
+    elapsed = time.monotonic() - started
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.error_class == "Timeout"
+    assert attempt.duration_ms < 1500 + 2000
+    assert elapsed < 1.5 + 2
+    row = Delivery.objects.get()
+    assert row.status == "pending"  # retried on schedule
+    assert row.lane == "retry"
+    assert row.next_attempt_at > timezone.now()
+    assert row.lease_token == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hanging_endpoint_does_not_delay_another(receiver, hostile, monkeypatch):
+    hanging = hostile("hang")
+    WebhookFactory(url=hanging.url, timeout=5)
+    WebhookFactory(url=receiver.url)
+    # Committed for the worker's thread to see, without the inline run each commit starts.
+    monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
+    ArticleFactory.create_batch(10)
+
+    committed = time.time()
+
+    def work():
+        # A short run: it claims for half a second, then waits out the hanging requests.
+        try:
+            engine.Run(budget=0.5, linger=0).run()
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        requests = receiver.wait_for(10, timeout=5)
+        assert max(request.received_at for request in requests) - committed < 1.0
+    finally:
+        worker.join(15)
+    assert DeliveryAttempt.objects.filter(error_class="Timeout").count() == 10
+
+
+def test_nothing_is_claimed_that_could_outlast_the_task(webhook):
+    webhook.timeout = 30
+    webhook.save()
+    ArticleFactory()
+
+    too_soon = timezone.now() + datetime.timedelta(seconds=20)
+    assert claim(must_end_by=too_soon) == []
+    assert len(claim(must_end_by=timezone.now() + datetime.timedelta(seconds=40))) == 1
+
+
+def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_run(webhook, monkeypatch):
+    webhook.timeout = 0.1
+    webhook.save()
+    monkeypatch.setattr(http, "GUARD_SECONDS", 0.2)
+    monkeypatch.setattr(
+        http, "submit", lambda request, not_before=None: concurrent.futures.Future()
+    )
+    ArticleFactory()
+
+    assert tasks.run() == 1
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.error_class == "Timeout"
+    assert "the sender gave up" in attempt.error_message
+    assert Delivery.objects.get().lease_token == ""
+
+
+def test_a_run_stops_claiming_after_its_budget_and_finishes_what_it_sent(receiver, settings):
+    WebhookFactory(url=receiver.url, max_in_flight=2)
+    receiver.default = Response(200, delay=0.3)
+    ArticleFactory.create_batch(10)
+
+    run = engine.Run(budget=0.1, linger=0)
+    sent = run.run()
+
+    assert 1 <= sent < 10
+    assert len(receiver.requests) == sent
+    assert DeliveryAttempt.objects.count() == sent
+    assert Delivery.objects.filter(status="pending", lease_token="").count() == 10 - sent
+    assert run.stopped_early is True
+
+
+def test_fan_out_uses_the_webhooks_as_they_are_now(webhook):
+    ArticleFactory()
+    copy = {webhook.pk: webhook}
+    newer = WebhookFactory()
+
+    claim(webhooks=copy)
+
+    assert sorted(Delivery.objects.values_list("webhook_id", flat=True)) == sorted(
+        [webhook.pk, newer.pk]
+    )
+    assert set(copy) == {webhook.pk, newer.pk}  # the caller's copy was refreshed
+
+
+def test_a_webhook_deactivated_before_fan_out_gets_nothing(webhook):
+    ArticleFactory()
+    webhook.is_active = False
+    webhook.save()
+
+    assert claim() == []
+    assert Delivery.objects.count() == 0
+    assert Event.objects.get().pending_fanout is False
+
+
+def test_a_lease_that_ran_out_is_claimed_again(statements, webhook):
+    ArticleFactory()
+    (first,) = claim("worker-that-died")
+    lease_end = Delivery.objects.get().next_attempt_at
+
+    assert claim("another", probe=False) == []
+    with time_machine.travel(lease_end + datetime.timedelta(seconds=1), tick=False):
+        (again,) = claim("another")
+    assert again.delivery.pk == first.delivery.pk
+    assert Delivery.objects.get().lease_token == "another"
