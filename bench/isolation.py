@@ -46,19 +46,21 @@ def quiet_down() -> None:
     raise SystemExit("FAIL: the last round's deliveries did not settle within 60 s")
 
 
-def fast_rate(receiver: ReceiverProcess, n: int, tag: str, with_hanging: bool) -> float:
+def fast_rate(
+    receiver: ReceiverProcess, n: int, tag: str, with_hanging: bool, second: str = "hang"
+) -> float:
     from webhooks_app.models import Webhook
 
     quiet_down()
     fast_path = f"/fast/{tag}"
     Webhook.objects.create(name=f"fast {tag}", url=receiver.base_url + fast_path)
     if with_hanging:
-        Webhook.objects.create(name=f"hangs {tag}", url=receiver.base_url + f"/hang/{tag}")
+        Webhook.objects.create(name=f"{second} {tag}", url=receiver.base_url + f"/{second}/{tag}")
     time.sleep(1.5)  # every process's copy of the subscriptions has the new webhooks
     commits = create_articles(n, 100, tag)
     stats = receiver.wait_for_path(fast_path, n, timeout=120)
     rate = n / (float(stats["last_at"]) - commits[0])
-    label = "next to a hanging endpoint" if with_hanging else "alone"
+    label = f"next to a {second} endpoint" if with_hanging else "alone"
     print(f"[isolation] fast endpoint {label}: {rate:,.0f} deliveries/s", flush=True)
     return rate
 
@@ -90,6 +92,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="isolation rounds (median)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--second",
+        choices=["hang", "fast"],
+        default="hang",
+        help="the second endpoint: hanging (the figure), or fast too (what a second "
+        "subscriber costs by itself)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     n, rounds, limited = (300, 1, 20) if args.quick else (args.n, args.rounds, 100)
@@ -102,7 +111,9 @@ def main() -> None:
             fast_rate(receiver, 20, "warm", with_hanging=False)
             for round_no in range(rounds):
                 alone = fast_rate(receiver, n, f"alone{round_no}", with_hanging=False)
-                beside = fast_rate(receiver, n, f"beside{round_no}", with_hanging=True)
+                beside = fast_rate(
+                    receiver, n, f"beside{round_no}", with_hanging=True, second=args.second
+                )
                 ratios.append(beside / alone)
             limit = limited_rate(receiver, limited, 5.0)
         finally:

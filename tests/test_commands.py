@@ -268,6 +268,16 @@ def test_prune_deletes_by_age_and_status(failed, webhook, receiver):
     assert Event.objects.count() == 0
 
 
+def test_prune_keeps_events_no_worker_has_fanned_out_yet(webhook):
+    ArticleFactory()  # recorded, and (no commit in this test) never picked up
+    Event.objects.update(created_at=timezone.now() - datetime.timedelta(days=400))
+
+    output = run("webhooks_prune", "--failed-age", "30d", "--succeeded-age", "30d")
+
+    assert "and 0 events." in output
+    assert Event.objects.get().pending_fanout is True
+
+
 def test_prune_refuses_tiny_ages(db):
     code, text, _ = run_failing("webhooks_prune", "--succeeded-age", "5m")
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import time_machine
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
@@ -229,6 +229,32 @@ def test_a_hanging_endpoint_does_not_delay_another(receiver, hostile, monkeypatc
     assert DeliveryAttempt.objects.filter(error_class="Timeout").count() == 10
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_run_leaves_hanging_requests_to_a_thread_and_the_next_run_counts_them(
+    receiver, hostile, monkeypatch
+):
+    hanging = hostile("hang")
+    WebhookFactory(url=hanging.url, timeout=2)
+    monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
+    ArticleFactory.create_batch(5)
+
+    started = time.monotonic()
+    first = engine.Run(budget=0.2, linger=0, settle_in_background=True)
+    first.run()
+
+    # The task is over long before the hanging requests' deadline; they are still out,
+    # held under the first run's lease, and a later run of this process counts them.
+    assert time.monotonic() - started < 1.5
+    assert engine.settling_in_flight() == 5
+    assert Delivery.objects.filter(lease_token=first.token).count() == 5
+    later = engine.Run(budget=0.1, linger=0)
+    assert later._free() == later.max_in_flight - 5
+    assert engine.wait_for_settling(timeout=10)
+    assert engine.settling_in_flight() == 0
+    assert DeliveryAttempt.objects.filter(error_class="Timeout").count() == 5
+    assert not Delivery.objects.filter(lease_token=first.token).exists()
+
+
 def test_nothing_is_claimed_that_could_outlast_the_task(webhook):
     webhook.timeout = 30
     webhook.save()
@@ -303,3 +329,57 @@ def test_a_lease_that_ran_out_is_claimed_again(statements, webhook):
         (again,) = claim("another")
     assert again.delivery.pk == first.delivery.pk
     assert Delivery.objects.get().lease_token == "another"
+
+
+def _fanned_out(count):
+    ArticleFactory.create_batch(count)
+    with transaction.atomic():
+        claims.fan_out(timezone.now(), limit=100, using="default")
+
+
+def test_a_queue_scan_reads_each_webhook_only_as_far_as_its_room():
+    first, second, full = WebhookFactory(), WebhookFactory(), WebhookFactory()
+    _fanned_out(4)
+
+    rows = sql.due_rows(
+        "default", timezone.now(), Lane.FIRST, 10, queues={first.pk: 2, second.pk: 1, full.pk: 0}
+    )
+
+    by_webhook = [row[1] for row in rows]
+    assert sorted(by_webhook) == sorted([first.pk, first.pk, second.pk])
+    ids = [row[0] for row in rows]
+    due = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "next_attempt_at"))
+    assert [due[pk] for pk in ids] == sorted(due[pk] for pk in ids)
+    assert all(isinstance(row[-1], (str, bytes)) for row in rows)  # the event's body
+    assert sql.due_rows("default", timezone.now(), Lane.FIRST, 10, queues={full.pk: 0}) == []
+
+
+def test_a_probe_of_known_webhooks_ignores_the_others_due_rows(statements):
+    busy, idle = WebhookFactory(), WebhookFactory(events=["publish"])
+    _fanned_out(3)
+    now = timezone.now()
+
+    assert claims.rows_waiting(now, using="default")
+    assert claims.rows_waiting(now, using="default", webhooks=[busy.pk])
+    assert not claims.rows_waiting(now, using="default", webhooks=[idle.pk])
+    assert not claims.rows_waiting(now, using="default", webhooks=[])
+    ArticleFactory()  # pending fan-out counts for everyone
+    assert claims.rows_waiting(now, using="default", webhooks=[])
+
+
+def test_between_sweeps_a_full_endpoints_backlog_costs_a_claim_one_statement(
+    webhook, django_assert_max_num_queries
+):
+    hanging = WebhookFactory(max_in_flight=1)
+    _fanned_out(5)
+    copy = {w.pk: w for w in (webhook, hanging)}
+    blocked: set[int] = set()
+    taken = claim(webhooks=copy, blocked=blocked)
+    assert sorted(c.webhook.pk for c in taken) == sorted([webhook.pk] * 5 + [hanging.pk])
+    assert blocked == {hanging.pk}  # at its cap: four of its rows are still due
+
+    with django_assert_max_num_queries(1):
+        assert claim(webhooks=copy, blocked=blocked, sweep=False) == []
+    # A sweep looks at everything again (and finds the hanging endpoint still full).
+    assert claim(webhooks=copy, blocked=blocked, sweep=True) == []
+    assert blocked == {hanging.pk}

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class Cluster:
     """A ``manage.py qcluster`` process group, stopped for good at the end."""
 
-    def __init__(self, name: str = "a") -> None:
+    def __init__(self, name: str = "a", **environment: str) -> None:
+        self.environment = environment
         self.process: subprocess.Popen[bytes] | None = None
         self.log = ROOT / "tests" / "_artifacts" / f"qcluster-{os.getpid()}-{name}.log"
 
@@ -46,6 +47,7 @@ class Cluster:
             "WEBHOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
             "WEBHOOKS_TEST_LEASE_SECONDS": "10",
             "PYTHONPATH": str(ROOT),
+            **self.environment,
         }
         self.log.parent.mkdir(exist_ok=True)
         with self.log.open("ab") as log:
@@ -92,7 +94,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(monkeypatch):
+def enqueue_for_real(monkeypatch):
     # This process enqueues for real now; the subprocess does the work.
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(tasks, "_last_wake", 0.0)
@@ -100,7 +102,21 @@ def cluster(monkeypatch):
     monkeypatch.setattr(tasks, "start_ticker", lambda: None)
     # A Redis queue outlives the test database: start from an empty one.
     get_broker().purge_queue()
+
+
+@pytest.fixture
+def cluster(enqueue_for_real):
     running = Cluster()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def short_runs_cluster(enqueue_for_real):
+    """A cluster whose runs stop claiming after half a second, so that runs end (and would
+    wait for their last requests) many times during a test."""
+    running = Cluster("short-runs", WEBHOOKS_TEST_TASK_SECONDS="0.5")
     running.start()
     yield running
     running.stop()
@@ -258,6 +274,36 @@ def test_a_hanging_endpoint_does_not_delay_another_in_the_cluster(cluster, recei
 
         requests = receiver.wait_for(21, timeout=10)
         assert max(r.received_at for r in requests) - committed < 1.0
+    finally:
+        hanging.close()
+
+
+def test_runs_that_end_beside_a_hanging_endpoint_do_not_hold_the_workers(
+    short_runs_cluster, receiver
+):
+    # Every run ends with the hanging endpoint's requests still out (their deadline is 5 s,
+    # a run claims for 0.5 s). Were a worker to wait for them, both workers would soon be
+    # waiting and the fast endpoint's deliveries would wait up to five seconds.
+    hanging = HostileReceiver("hang")
+    try:
+        WebhookFactory(url=hanging.url, timeout=5)
+        WebhookFactory(url=receiver.url)
+        ArticleFactory()
+        receiver.wait_for(1, timeout=30)
+        committed_at = {}
+        for number in range(16):
+            article = ArticleFactory(title=f"t{number}")
+            committed_at[str(article.pk)] = time.time()
+            time.sleep(0.25)
+
+        requests = receiver.wait_for(17, timeout=10)
+        delays = [
+            request.received_at - committed_at[str(request.json["data"]["id"])]
+            for request in requests
+            if str(request.json["data"]["id"]) in committed_at
+        ]
+        assert len(delays) == 16
+        assert max(delays) < 1.0, sorted(delays)
     finally:
         hanging.close()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,8 @@ def claim(
     webhooks: dict[int, Webhook] | None = None,
     probe: bool = True,
     recorder: Recorder | None = None,
+    sweep: bool = True,
+    blocked: set[int] | None = None,
 ) -> list[Claimed]:
     """Fan out pending events, then lease due rows to ``token`` within every limit.
 
@@ -135,14 +137,30 @@ def claim(
     ``probe``, two indexed reads first check that anything is waiting at all. A
     ``recorder``'s outcomes are written first, in the same transaction, so the slots they
     held count as free.
+
+    Without ``sweep`` (and with ``webhooks``) the probe and the scans read only the queues
+    of those webhooks, and the probe leaves out ``blocked`` ones (what the caller's last
+    claim found full or rate-limited; the claim replaces the set with what it finds), so a
+    hanging endpoint's due rows cost a run nothing between its claims. A sweep reads every
+    due row, so rows of webhooks the copy does not know (deactivated ones, to be skipped;
+    new ones) are found too.
     """
     pending_writes = recorder is not None and len(recorder) > 0
     if capacity.total <= 0 and not pending_writes:
         return []
     # Most looks find nothing: answer those without the lock (on SQLite the lock is the
     # database's one write lock, which the writers need).
-    if probe and not pending_writes and not rows_waiting(timezone.now(), using=using):
-        return []
+    sweep = sweep or webhooks is None
+    if probe and not pending_writes:
+        only = None
+        if not sweep and webhooks is not None:
+            only = [
+                webhook_id
+                for webhook_id, webhook in webhooks.items()
+                if webhook.is_active and webhook_id not in (blocked or ())
+            ]
+        if not rows_waiting(timezone.now(), using=using, webhooks=only):
+            return []
     with transaction.atomic(using=using):
         if recorder is not None:
             recorder.write()
@@ -150,7 +168,11 @@ def claim(
         if capacity.total > 0:
             sql.lock(using, CLAIM_LOCK)
             claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
+            claimer.sweep = sweep
             claimed = claimer.run(fan_out_limit)
+            if blocked is not None:
+                blocked.clear()
+                blocked.update(claimer.exclude)
             if webhooks is not None and claimer.fresh_webhooks is not None:
                 webhooks.clear()
                 webhooks.update((webhook.pk, webhook) for webhook in claimer.fresh_webhooks)
@@ -179,6 +201,7 @@ class _Claim:
         self.webhooks: dict[int, Webhook] = dict(webhooks or {})
         # The active webhooks as read by this claim's fan-out, if it read them.
         self.fresh_webhooks: list[Webhook] | None = None
+        self.sweep = True
         self.any_rate_limited = webhooks is None or any(w.rate_limit for w in webhooks.values())
         self.allowances: dict[int, _Allowance] = {}
         # Webhooks no scan should return rows of any more: full, rate-blocked or inactive;
@@ -262,11 +285,17 @@ class _Claim:
             exclude = self.exclude
             if lane == Lane.RETRY and not borrowing:
                 exclude = exclude | self.retry_share_used
+            queues = None
+            if not self.sweep:
+                queues = self._queues(lane, borrowing, exclude, size)
             candidates = sql.due_rows(
                 self.using,
                 self.now,
-                [(lane, size, sorted(exclude))],
-                [c.delivery.pk for c in self.taken],
+                lane,
+                size,
+                skip_webhooks=sorted(exclude),
+                skip_ids=[c.delivery.pk for c in self.taken],
+                queues=queues,
             )
             if not candidates:
                 return False
@@ -279,6 +308,26 @@ class _Claim:
                 return False
         return True
 
+    def _queues(
+        self, lane: str, borrowing: bool, exclude: set[int], size: int
+    ) -> dict[int, int] | None:
+        """The room left at each active webhook this claim knows, for a scan of their
+        queues; None (walk the lane) when there are too many to read one by one."""
+        queues: dict[int, int] = {}
+        for webhook_id, webhook in self.webhooks.items():
+            if webhook_id in exclude or not webhook.is_active:
+                continue
+            queues[webhook_id] = min(size, self._room_at(webhook_id, webhook, lane, borrowing))
+        if len(queues) > sql.QUEUES_PER_SCAN:
+            return None
+        return queues
+
+    def _room_at(self, webhook_id: int, webhook: Webhook, lane: str, borrowing: bool) -> int:
+        allowance = self.allowances.get(webhook_id)
+        if allowance is not None:
+            return allowance.room(lane, borrowing)
+        return webhook.effective_max_in_flight - self.in_flight.get(webhook_id, (0, 0))[0]
+
     def _useful_rows(self, lane: str, borrowing: bool, unknown_slack: int | None = None) -> int:
         """About how many due rows this claim could take: the room left at the webhooks it
         knows, plus (by default) a default cap's worth for webhooks it does not."""
@@ -286,13 +335,7 @@ class _Claim:
         for webhook_id, webhook in self.webhooks.items():
             if webhook_id in self.exclude or not webhook.is_active:
                 continue
-            allowance = self.allowances.get(webhook_id)
-            if allowance is None:
-                total_out = self.in_flight.get(webhook_id, (0, 0))[0]
-                cap = webhook.effective_max_in_flight
-                known += cap - total_out
-            else:
-                known += allowance.room(lane, borrowing)
+            known += self._room_at(webhook_id, webhook, lane, borrowing)
         if unknown_slack is None:
             unknown_slack = int(app_settings.ENDPOINT_MAX_IN_FLIGHT)
         return max(1, known + unknown_slack)
@@ -470,9 +513,9 @@ class _Claim:
             )
 
 
-def rows_waiting(now: datetime.datetime, *, using: str) -> bool:
-    """Is there anything a sender could do: events to fan out, or due deliveries?"""
-    return (
-        Event.objects.using(using).filter(pending_fanout=True).exists()
-        or Delivery.objects.using(using).due(now).exists()
-    )
+def rows_waiting(
+    now: datetime.datetime, *, using: str, webhooks: Sequence[int] | None = None
+) -> bool:
+    """Is there anything a sender could do: events to fan out, or due deliveries (of
+    ``webhooks`` only, if given)?"""
+    return sql.work_waiting(using, now, webhooks)

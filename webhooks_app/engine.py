@@ -7,9 +7,13 @@ requests run concurrently, on the process's event loop. The run:
 
 * keeps at most ``MAX_IN_FLIGHT`` requests out, and every endpoint's claim limits hold
   (``claims``), so a hanging endpoint occupies its own slots and nothing else;
-* stops claiming after ``TASK_SECONDS``, waits for what it has in flight (each attempt ends
-  by its deadline), writes it, and asks for another run if work is left; so a worker is never
-  held for long and a graceful stop takes seconds;
+* stops claiming after ``TASK_SECONDS`` and asks for another run if work is left. In a
+  worker process, what is still in flight then is settled by a thread of that process (each
+  attempt ends by its deadline) while the task ends at once: a worker that waited for a
+  hanging endpoint's requests would take no new work for up to their timeout, so a hanging
+  endpoint would slow every other one (the same worker's next run counts those requests
+  against its ``MAX_IN_FLIGHT``). The process waits for them before it exits, so a graceful
+  stop still records everything and takes seconds;
 * lingers ``LINGER_SECONDS`` when it runs dry, looking for rows committed after the wake-up
   that started it (the writers coalesce their wake-ups; see ``tasks.wake``).
 
@@ -24,12 +28,15 @@ import concurrent.futures
 import datetime
 import logging
 import math
+import multiprocessing
 import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from multiprocessing import util as multiprocessing_util
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 from django_q.conf import Conf
 
@@ -45,6 +52,9 @@ logger = logging.getLogger("webhooks_app.engine")
 LINGER_SECONDS = 0.25
 # Between two claims while slots are free but the last claim found nothing.
 POLL_SECONDS = 0.02
+# Claims read the queues of the webhooks a run knows; this often (and first) one reads every
+# due row, for rows of webhooks the run's copy does not know.
+SWEEP_SECONDS = 1.0
 # Outcomes are written when this many are waiting, or when the oldest has waited this long
 # (a row's slot at its endpoint is only free again once its outcome is written).
 FLUSH_ROWS = 100
@@ -60,8 +70,57 @@ class _InFlight:
     guard_at: float
 
 
+# Runs of this process that stopped claiming with requests still out, each settled by its
+# own thread (see the module docstring).
+_settling: dict[Run, threading.Thread] = {}
+_settling_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def settling_in_flight(excluding: Run | None = None) -> int:
+    """Requests this process's settling runs still have out."""
+    with _settling_lock:
+        runs = [run for run in _settling if run is not excluding]
+    return sum(len(run.in_flight) for run in runs)
+
+
+def wait_for_settling(timeout: float | None = None) -> bool:
+    """Wait until every settling run of this process has written its outcomes (each ends by
+    its attempts' deadlines); True when none is left."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _settling_lock:
+            threads = list(_settling.values())
+        if not threads:
+            return True
+        for thread in threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        if deadline is not None and time.monotonic() >= deadline:
+            with _settling_lock:
+                return not _settling
+
+
+def _install_exit_hook() -> None:
+    """Before a worker process exits (a graceful stop, a recycle) its settling runs finish:
+    multiprocessing runs these finalizers in the child, where atexit does not."""
+    global _exit_hook_installed
+    with _settling_lock:
+        if _exit_hook_installed:
+            return
+        _exit_hook_installed = True
+    multiprocessing_util.Finalize(None, wait_for_settling, exitpriority=100)
+
+
+def in_worker_process() -> bool:
+    """A qcluster worker (a child process), where a run's last requests may outlive its task;
+    elsewhere (sync mode, a test, a command) a run settles them itself."""
+    return multiprocessing.parent_process() is not None and not Conf.SYNC
+
+
 class Run:
-    """One run of the engine in this thread; ``run()`` returns how many rows it settled."""
+    """One run of the engine in this thread; ``run()`` returns how many rows it settled
+    (those it left to a settling thread are not counted)."""
 
     def __init__(
         self,
@@ -69,8 +128,12 @@ class Run:
         budget: float | None = None,
         linger: float = LINGER_SECONDS,
         using: str = DEFAULT_DB_ALIAS,
+        settle_in_background: bool | None = None,
     ) -> None:
         self.token = uuid.uuid4().hex
+        self.settle_in_background = (
+            in_worker_process() if settle_in_background is None else settle_in_background
+        )
         self.using = using
         self.budget = float(app_settings.TASK_SECONDS if budget is None else budget)
         self.linger = linger
@@ -84,6 +147,10 @@ class Run:
         self.webhooks_read_at = -math.inf
         # Whether the last claim found something: then the next one need not probe first.
         self.last_claim_found = False
+        self.last_sweep = -math.inf
+        # Webhooks the last claim found full or rate-limited: probes between sweeps skip
+        # them (a request of one that ends here frees a slot: it is taken out again).
+        self.blocked: set[int] = set()
         # django-q2 kills a task at Q_CLUSTER["timeout"]: claim nothing that could outlast it.
         self.must_end_by: datetime.datetime | None = None
         if Conf.TIMEOUT and not Conf.SYNC:
@@ -122,6 +189,11 @@ class Run:
             elif flush_due:
                 self._flush()
                 next_claim_at = min(next_claim_at, time.monotonic())
+            if not claiming and self.in_flight and self.settle_in_background:
+                self._flush()
+                self._settle_in_background()
+                self.stopped_early = claims.rows_waiting(timezone.now(), using=self.using)
+                return self.recorder.recorded
             if not self.in_flight and not len(self.recorder):
                 if not claiming:
                     self.stopped_early = claims.rows_waiting(timezone.now(), using=self.using)
@@ -140,6 +212,40 @@ class Run:
         self.recorder.flush()
         self._forget_disabled()
 
+    def _settle(self) -> None:
+        """Collect, guard and write until nothing is in flight or waiting to be written."""
+        while self.in_flight or len(self.recorder):
+            now = time.monotonic()
+            self._collect()
+            self._guard(now)
+            if self._should_flush(now, claiming=False):
+                self._flush()
+            if self.in_flight:
+                self._wait(None)
+        self._flush()
+
+    def _settle_in_background(self) -> None:
+        _install_exit_hook()
+        thread = threading.Thread(
+            target=self._settle_then_close,
+            name=f"webhooks-settle-{self.token[:8]}",
+            daemon=True,
+        )
+        with _settling_lock:
+            _settling[self] = thread
+        thread.start()
+
+    def _settle_then_close(self) -> None:
+        try:
+            self._settle()
+        except Exception:
+            # Rows not written keep their lease, which runs out; then they are due again.
+            logger.exception("settling the last requests of a delivery run failed")
+        finally:
+            connections[self.using].close()
+            with _settling_lock:
+                _settling.pop(self, None)
+
     def _forget_disabled(self) -> None:
         for webhook_id in self.recorder.disabled_since_start:
             self.webhooks.pop(webhook_id, None)
@@ -156,7 +262,7 @@ class Run:
     # --- claiming and sending ----------------------------------------------------------------
 
     def _free(self) -> int:
-        return self.max_in_flight - len(self.in_flight)
+        return self.max_in_flight - len(self.in_flight) - settling_in_flight(excluding=self)
 
     def _claim(self) -> int:
         retry_out = sum(
@@ -166,6 +272,9 @@ class Run:
             total=self._free(), retry=max(0, min(self._free(), self.retry_slots - retry_out))
         )
         batch = max(1, int(app_settings.BATCH_SIZE))
+        sweep = time.monotonic() - self.last_sweep >= SWEEP_SECONDS
+        if sweep:
+            self.last_sweep = time.monotonic()
         try:
             claimed = claims.claim(
                 self.token,
@@ -176,6 +285,8 @@ class Run:
                 webhooks=self._active_webhooks(),
                 probe=not self.last_claim_found,
                 recorder=self.recorder,
+                sweep=sweep,
+                blocked=self.blocked,
             )
         except Exception:
             # A lost database connection or a lock timeout: the rows stay due, another pass
@@ -228,6 +339,7 @@ class Run:
         entry = self.in_flight.pop(pk, None)
         if entry is None:
             return  # already recorded by the guard
+        self.blocked.discard(entry.claimed.webhook.pk)
         try:
             result: AttemptResult | Exception = entry.future.result(timeout=0)
         except Exception as exc:
@@ -242,6 +354,7 @@ class Run:
         for pk in late:
             entry = self.in_flight.pop(pk)
             entry.future.cancel()
+            self.blocked.discard(entry.claimed.webhook.pk)
             result = AttemptResult(
                 started_at=timezone.now(),
                 duration_ms=int(entry.request.timeout * 1000),

@@ -234,7 +234,7 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
 
     def due_in_lane(self, lane: str, now: datetime) -> DeliveryQuerySet:
-        """Due rows of one lane, oldest first (the lane's partial index, in order)."""
+        """Due rows of one lane, oldest first."""
         return self.filter(
             status=DeliveryStatus.PENDING, lane=lane, next_attempt_at__lte=now
         ).order_by("next_attempt_at")
@@ -310,12 +310,12 @@ class Delivery(models.Model):
                 condition=Q(status="pending"),
                 name="webhooks_delivery_due_idx",
             ),
-            # Only pending rows: the claim's scan of one lane stays small and in due order
-            # however many settled rows the table holds.
+            # Each webhook's queue of pending rows, per lane, in due order: a claim reads the
+            # queues of endpoints with room, never a hanging endpoint's backlog.
             models.Index(
-                fields=["lane", "next_attempt_at"],
+                fields=["webhook", "lane", "next_attempt_at"],
                 condition=Q(status="pending"),
-                name="webhooks_delivery_lane_idx",
+                name="webhooks_delivery_queue_idx",
             ),
             # Only leased rows (at most the workers' slots): requests in flight per endpoint.
             models.Index(

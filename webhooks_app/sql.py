@@ -19,7 +19,7 @@ from 3.33, both older than any SQLite that Python 3.11 ships; other backends use
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connections, models
@@ -27,7 +27,7 @@ from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Lease
+from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Lease
 
 
 def supported(using: str) -> bool:
@@ -184,72 +184,157 @@ def count_leased(using: str, now: datetime.datetime) -> list[tuple[int, str, int
 DUE_COLUMNS = ("id", "webhook_id", "event_id", "attempts", "max_attempts", "next_trigger", "lane")
 
 
+# A claim that knows more webhooks than this walks the lane instead of their queues.
+QUEUES_PER_SCAN = 200
+
+
 def due_rows(
     using: str,
     now: datetime.datetime,
-    scans: Sequence[tuple[str, int, Sequence[int]]],
-    skip_ids: Sequence[int],
+    lane: str,
+    limit: int,
+    *,
+    skip_webhooks: Sequence[int] = (),
+    skip_ids: Sequence[int] = (),
+    queues: Mapping[int, int] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Due rows of each lane, oldest first, with their event's body as the last column.
+    """Due rows of one lane, oldest first, with their event's body as the last column.
 
-    ``scans`` are (lane, how many, webhook ids to leave out); all of them are answered in one
-    round trip (``UNION ALL``), each by the pending rows' lane index.
+    With ``queues`` (webhook id: at most how many of its rows) each of those webhooks'
+    queues is read on its own (the pending rows' index by webhook, due order), and never
+    further than its share: a hanging endpoint's thousands of due rows are not read at all,
+    however old they are. Without it the scan walks the whole lane in due order (the due
+    index), leaving ``skip_webhooks`` out; rows of webhooks nobody knows are found that way.
     """
+    if queues is not None:
+        queues = {webhook: room for webhook, room in queues.items() if room > 0}
+        if not queues:
+            return []
     if not supported(using):
-        return _due_rows_with_the_orm(using, now, scans, skip_ids)
+        return _due_rows_with_the_orm(using, now, lane, limit, skip_webhooks, skip_ids, queues)
     connection = connections[using]
     d = _of(Delivery, using)
     e = _of(Event, using)
-    columns = ", ".join(
-        f"d.{d['webhook' if name == 'webhook_id' else 'event' if name == 'event_id' else name]}"
+    columns = [
+        d["webhook" if name == "webhook_id" else "event" if name == "event_id" else name]
         for name in DUE_COLUMNS
-    )
-    parts: list[str] = []
-    params: list[Any] = []
+    ]
     due_before = d.value("next_attempt_at", now, connection)
-    for lane, limit, skip_webhooks in scans:
-        conditions = [
-            f"d.{d['status']} = %s",
-            f"d.{d['lane']} = %s",
-            f"d.{d['next_attempt_at']} <= %s",
-        ]
-        params += [DeliveryStatus.PENDING.value, lane, due_before]
-        for column, values in ((d["webhook"], skip_webhooks), (d["id"], skip_ids)):
-            if not values:
-                continue
-            if _postgres(using):
-                conditions.append(f"d.{column} <> ALL(%s::bigint[])")
-                params.append(list(values))
-            else:
-                conditions.append(f"d.{column} NOT IN ({_placeholders(len(values))})")
-                params += list(values)
-        parts.append(
-            f"SELECT * FROM (SELECT {columns}, ev.{e['body']} FROM {d.table} d "  # noqa: S608
+    conditions = [
+        f"d.{d['status']} = %s",
+        f"d.{d['lane']} = %s",
+        f"d.{d['next_attempt_at']} <= %s",
+    ]
+    params: list[Any] = [DeliveryStatus.PENDING.value, lane, due_before]
+    postgres = _postgres(using)
+    for column, values in ((d["webhook"], skip_webhooks), (d["id"], skip_ids)):
+        if not values:
+            continue
+        if postgres:
+            conditions.append(f"d.{column} <> ALL(%s::bigint[])")
+            params.append(list(values))
+        else:
+            conditions.append(f"d.{column} NOT IN ({_placeholders(len(values))})")
+            params += list(values)
+    selected = ", ".join(f"d.{column}" for column in columns)
+    if queues is None:
+        sql = (
+            f"SELECT {selected}, ev.{e['body']} FROM {d.table} d "  # noqa: S608
             f"JOIN {e.table} ev ON ev.{e['id']} = d.{d['event']} "
             f"WHERE {' AND '.join(conditions)} "
-            f"ORDER BY d.{d['next_attempt_at']} LIMIT {int(limit)}) AS lane_{len(parts)}"
+            f"ORDER BY d.{d['next_attempt_at']} LIMIT {int(limit)}"
         )
-    if not parts:
-        return []
-    return list(_execute(using, " UNION ALL ".join(parts), params))
+        return list(_execute(using, sql, params))
+    due = d["next_attempt_at"]
+    if postgres:
+        # One index range per webhook (LATERAL), each stopping at its share.
+        inner = ", ".join(f"d.{column}" for column in dict.fromkeys([*columns, due]))
+        sql = (
+            f"SELECT {selected}, ev.{e['body']} "  # noqa: S608
+            "FROM unnest(%s::bigint[], %s::integer[]) AS queue(webhook, room) "
+            f"CROSS JOIN LATERAL (SELECT {inner} FROM {d.table} d "
+            f"WHERE d.{d['webhook']} = queue.webhook AND {' AND '.join(conditions)} "
+            f"ORDER BY d.{due} LIMIT queue.room) d "
+            f"JOIN {e.table} ev ON ev.{e['id']} = d.{d['event']} "
+            f"ORDER BY d.{due} LIMIT {int(limit)}"
+        )
+        return list(_execute(using, sql, [list(queues), list(queues.values()), *params]))
+    # SQLite: the same as one compound statement, a LIMIT per webhook.
+    aliased = ", ".join(f"d.{column} AS c{number}" for number, column in enumerate(columns))
+    parts = []
+    all_params: list[Any] = []
+    for webhook, room in queues.items():
+        parts.append(
+            f"SELECT * FROM (SELECT {aliased}, d.{d['event']} AS event_key, "  # noqa: S608
+            f"d.{due} AS due FROM {d.table} d "
+            f"WHERE d.{d['webhook']} = %s AND {' AND '.join(conditions)} "
+            f"ORDER BY d.{due} LIMIT {int(room)})"
+        )
+        all_params += [webhook, *params]
+    outputs = ", ".join(f"queued.c{number}" for number in range(len(columns)))
+    sql = (
+        f"SELECT {outputs}, ev.{e['body']} FROM ({' UNION ALL '.join(parts)}) queued "  # noqa: S608
+        f"JOIN {e.table} ev ON ev.{e['id']} = queued.event_key "
+        f"ORDER BY queued.due LIMIT {int(limit)}"
+    )
+    return list(_execute(using, sql, all_params))
 
 
 def _due_rows_with_the_orm(
     using: str,
     now: datetime.datetime,
-    scans: Sequence[tuple[str, int, Sequence[int]]],
+    lane: str,
+    limit: int,
+    skip_webhooks: Sequence[int],
     skip_ids: Sequence[int],
+    queues: Mapping[int, int] | None,
 ) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = []
-    for lane, limit, skip_webhooks in scans:
-        rows += list(
-            Delivery.objects.using(using)
-            .due_in_lane(lane, now)
-            .exclude(webhook_id__in=skip_webhooks)
-            .exclude(id__in=skip_ids)
-            .values_list(*DUE_COLUMNS, "event__body")[:limit]
+    rows = (
+        Delivery.objects.using(using)
+        .due_in_lane(lane, now)
+        .exclude(webhook_id__in=skip_webhooks)
+        .exclude(id__in=skip_ids)
+    )
+    if queues is not None:
+        rows = rows.filter(webhook_id__in=list(queues))
+    return list(rows.values_list(*DUE_COLUMNS, "event__body")[:limit])
+
+
+def work_waiting(using: str, now: datetime.datetime, webhooks: Sequence[int] | None = None) -> bool:
+    """Is there anything a sender could do: events to fan out, or due deliveries (of
+    ``webhooks`` only, if given: one index probe per webhook and lane)? One round trip."""
+    if webhooks is not None and not webhooks:
+        webhooks = [0]  # no webhook has id 0: only events to fan out count
+    if not supported(using):
+        due = Delivery.objects.using(using).due(now)
+        if webhooks is not None:
+            due = due.filter(webhook_id__in=webhooks)
+        return Event.objects.using(using).filter(pending_fanout=True).exists() or due.exists()
+    connection = connections[using]
+    d = _of(Delivery, using)
+    e = _of(Event, using)
+    params: list[Any] = []
+    probes = [f"EXISTS(SELECT 1 FROM {e.table} WHERE {e['pending_fanout']})"]  # noqa: S608
+    due_before = d.value("next_attempt_at", now, connection)
+    for lane in (Lane.FIRST, Lane.RETRY):
+        conditions = [
+            f"{d['status']} = %s",
+            f"{d['lane']} = %s",
+            f"{d['next_attempt_at']} <= %s",
+        ]
+        params += [DeliveryStatus.PENDING.value, lane.value, due_before]
+        if webhooks is not None:
+            if _postgres(using):
+                conditions.append(f"{d['webhook']} = ANY(%s::bigint[])")
+                params.append(list(webhooks))
+            else:
+                conditions.append(f"{d['webhook']} IN ({_placeholders(len(webhooks))})")
+                params += list(webhooks)
+        probes.append(
+            f"EXISTS(SELECT 1 FROM {d.table} WHERE {' AND '.join(conditions)})"  # noqa: S608
         )
-    return rows
+    (row,) = _execute(using, f"SELECT {' OR '.join(probes)}", params)
+    return bool(row[0])
 
 
 def pending_events(using: str, limit: int) -> list[tuple[str, str, str, datetime.datetime, str]]:

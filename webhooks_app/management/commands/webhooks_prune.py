@@ -85,8 +85,9 @@ Exit status: 0 when done, 2 for bad arguments."""
         )
 
     def _prune_events(self, before: datetime.datetime, size: int) -> int:
-        """Events older than the youngest age with no delivery left."""
-        orphans = Event.objects.filter(created_at__lt=before).exclude(
+        """Events older than the youngest age with no delivery left. An event still waiting
+        for a worker to create its deliveries (pending fan-out) is the outbox itself: kept."""
+        orphans = Event.objects.filter(created_at__lt=before, pending_fanout=False).exclude(
             Exists(Delivery.objects.filter(event=OuterRef("pk")))
         )
         deleted = 0
@@ -94,4 +95,4 @@ Exit status: 0 when done, 2 for bad arguments."""
             chunk = list(orphans.values_list("pk", flat=True)[:size])
             if not chunk:
                 return deleted
-            deleted += Event.objects.filter(pk__in=chunk).delete()[0]
+            deleted += orphans.filter(pk__in=chunk).delete()[0]
