@@ -80,11 +80,26 @@ def test_delivery_filters_by_webhook_and_date_range(staff_client, history):
     assert ids(response) == [history[2].pk, history[1].pk]
 
 
+def test_date_filters_take_any_offset_python_accepts(staff_client, history):
+    # PostgreSQL refuses offsets beyond ±15:59; the filter hands it UTC instead.
+    far_east = datetime.timezone(datetime.timedelta(hours=23, minutes=17))
+    start = (timezone.now() - datetime.timedelta(days=9, hours=12)).astimezone(far_east)
+    end = (timezone.now() - datetime.timedelta(days=7, hours=12)).astimezone(far_east)
+
+    response = staff_client.get(
+        "/api/deliveries/", {"created_after": start.isoformat(), "created_before": end.isoformat()}
+    )
+
+    assert ids(response) == [history[2].pk, history[1].pk]
+
+
 def test_delivery_filter_errors_are_400(staff_client, history):
     for query, field in (
         ("status=lost", "status"),
         ("status_class=6xx", "status_class"),
         ("created_after=yesterday", "created"),
+        # Before year 1 in UTC: not a moment the database can hold.
+        ("created_after=0001-01-01T00:00:00%2B05:00", "created"),
         ("webhook=x", "webhook"),
     ):
         response = staff_client.get(f"/api/deliveries/?{query}")

@@ -5,8 +5,14 @@ Each filter is backed by an index on Delivery or Event (house rule 9).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
+from django_filters.widgets import DateRangeWidget
 
 from webhooks_app.models import Delivery, DeliveryStatus, Event
 
@@ -18,6 +24,35 @@ STATUS_CLASSES = {
     # No response at all: a timeout, a refused connection, a DNS error, or not attempted yet.
     "none": Q(last_status_code__isnull=True),
 }
+
+
+class UtcDateTimeField(filter_fields.IsoDateTimeField):
+    """An ISO 8601 date-time normalised to UTC.
+
+    Python accepts offsets up to ±23:59 but PostgreSQL only up to ±15:59, so an unusual but
+    valid offset reached the database as a 500. In UTC every offset is fine; a moment that
+    cannot be expressed in UTC (year 1 with a positive offset) is an invalid date-time.
+    """
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed: datetime | None = super().to_python(value)
+        if parsed is None or parsed.tzinfo is None:
+            return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as error:
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from error
+
+
+class UtcDateTimeRangeField(filter_fields.RangeField):
+    widget = DateRangeWidget
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__((UtcDateTimeField(), UtcDateTimeField()), *args, **kwargs)
+
+
+class CreatedRangeFilter(filters.IsoDateTimeFromToRangeFilter):
+    field_class = UtcDateTimeRangeField
 
 
 class DeliveryFilter(filters.FilterSet):
@@ -37,7 +72,7 @@ class DeliveryFilter(filters.FilterSet):
         method="filter_status_class",
         help_text="Class of the last response's status code; none = no response.",
     )
-    created = filters.IsoDateTimeFromToRangeFilter(
+    created = CreatedRangeFilter(
         field_name="created_at",
         help_text="created_after / created_before: ISO 8601 date-times (after inclusive).",
     )
@@ -56,7 +91,7 @@ class EventFilter(filters.FilterSet):
     event = filters.CharFilter(field_name="name", help_text="Event name.")
     model = filters.CharFilter(field_name="model", help_text="Payload model name.")
     object_id = filters.CharFilter(field_name="object_id")
-    created = filters.IsoDateTimeFromToRangeFilter(
+    created = CreatedRangeFilter(
         field_name="created_at",
         help_text="created_after / created_before: ISO 8601 date-times (after inclusive).",
     )
