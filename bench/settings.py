@@ -100,6 +100,9 @@ else:
 
 WEBHOOKS = {
     "MODELS": {"tests.Article": {"name": "article"}},
+    # The benchmark's receiver is plain http on 127.0.0.1.
+    "ALLOW_HTTP": True,
+    "ALLOWED_TARGETS": ["127.0.0.1"],
 }
 for _knob in ("ENDPOINT_MAX_IN_FLIGHT", "MAX_IN_FLIGHT"):
     if os.environ.get(f"WEBHOOKS_BENCH_{_knob}"):

@@ -18,9 +18,9 @@ from types import FrameType
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 MANAGE = str(REPO_DIR / "manage.py")
-# qcluster stops gracefully only once every worker finishes its task, and webhooks_app's
-# dispatcher task keeps a worker for up to WEBHOOKS["DISPATCHER_RUN_SECONDS"]. Killing it sooner
-# is safe: the work it held is leased in the database and picked up when the lease runs out.
+# qcluster stops gracefully once every worker finished its task; a delivery run stops
+# claiming after WEBHOOKS["TASK_SECONDS"] and then waits for its last requests. Killing it
+# sooner is safe: what it held is leased in the database and picked up when the lease ends.
 GRACE_SECONDS = 5.0
 
 

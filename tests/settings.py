@@ -121,10 +121,15 @@ WEBHOOKS = {
     },
     "EVENTS": {"backup.complete": "A backup finished.", "report.ready": "A report is ready."},
     "USER_EVENTS": ["user.create", "user.login"],
-    # The suite's receivers listen on 127.0.0.1; keep retries quick.
+    # The suite's receivers listen on plain http on 127.0.0.1: allow exactly that (the
+    # tests of the guard itself set the defaults back). Keep retries quick.
+    "ALLOW_HTTP": True,
+    "ALLOWED_TARGETS": ["127.0.0.1", "::1"],
     "RETRY_SCHEDULE": [1, 2, 4],
     # A qcluster subprocess in a recovery test gets a short lease, so recovery takes seconds.
     "LEASE_SECONDS": int(os.environ.get("WEBHOOKS_TEST_LEASE_SECONDS", "45")),
+    # A qcluster subprocess in an isolation test gets short runs, so they end mid-test.
+    "TASK_SECONDS": float(os.environ.get("WEBHOOKS_TEST_TASK_SECONDS", "5")),
 }
 
 # The API tests: Basic first, so an anonymous request is a 401 with WWW-Authenticate.

@@ -14,15 +14,14 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.core.validators import URLValidator
+from django.core.exceptions import FieldDoesNotExist
 from django.utils.module_loading import import_string
 
 from webhooks_app import registry, rules, targets
 from webhooks_app.conf import DEFAULTS, app_settings
-from webhooks_app.delivery import PROTECTED_HEADERS
+from webhooks_app.models import Webhook
 
-HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HEADER_NAME = rules.HEADER_NAME
 ENDPOINT_KEYS = frozenset(
     {
         "name",
@@ -41,13 +40,11 @@ ENDPOINT_KEYS = frozenset(
         "active",
     }
 )
-METHODS = ("POST", "PUT", "PATCH")
+METHODS = rules.METHODS
 # What DRF's SimpleRateThrottle.parse_rate accepts: a count, "/", then s, m, h or d first.
 THROTTLE_RATE = re.compile(r"^[0-9]+/[smhd][a-z]*$")
-MAX_TIMEOUT = 60.0
-MAX_RETRIES = 50
-
-_validate_url = URLValidator(schemes=["http", "https"])
+MAX_TIMEOUT = rules.MAX_TIMEOUT
+MAX_RETRIES = rules.MAX_RETRIES
 
 
 def _error(number: int, message: str, hint: str | None = None) -> Error:
@@ -205,48 +202,42 @@ def _check_import(number: int, where: str, path: Any) -> list[CheckMessage]:
     return []
 
 
-def check_headers(where: str, headers: Any, number: int = 7) -> list[CheckMessage]:
-    """Custom headers: a dict of valid names to single-line values that cannot replace ours."""
-    if not isinstance(headers, dict):
-        return [_error(number, f"{where} must be a dict of header names to values.")]
-    errors: list[CheckMessage] = []
-    for name, value in headers.items():
-        if not isinstance(name, str) or not HEADER_NAME.match(name):
-            errors.append(_error(number, f"{where}: {name!r} is not a valid header name."))
-        elif name.lower() in PROTECTED_HEADERS:
-            errors.append(
-                _error(
-                    number,
-                    f"{where}: {name!r} cannot be set; django-webhooks sends it itself.",
-                )
-            )
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
-            errors.append(
-                _error(number, f"{where}[{name!r}] must be a string without CR or LF characters.")
-            )
-    return errors
+def _located(where: str, message: str) -> str:
+    """A rule's message placed after the setting it is about, in the sentence style of every
+    other check ("WEBHOOKS['TIMEOUT'] must be ...")."""
+    if message.startswith("Must "):
+        return f"{where} m{message[1:]}"
+    return f"{where}: {message}"
+
+
+def _from_rules(number: int, where: str, found: list[rules.Problem]) -> list[CheckMessage]:
+    return [_error(number, _located(where, problem.message)) for problem in found]
 
 
 def _check_timeout(number: int, where: str, value: Any) -> list[CheckMessage]:
-    if not _is_number(value) or not 0 < value <= MAX_TIMEOUT:
-        hint = "Seconds, not milliseconds: 5 means five seconds."
-        return [_error(number, f"{where} must be a number of seconds > 0 and <= 60.", hint)]
-    return []
+    if value is None:
+        return [_error(number, f"{where} must be a number of seconds, not None.")]
+    return _from_rules(number, where, rules.timeout_problems(value))
 
 
 def _check_retries(number: int, where: str, value: Any) -> list[CheckMessage]:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RETRIES:
-        return [_error(number, f"{where} must be a whole number from 0 to {MAX_RETRIES}.")]
-    return []
+    if value is None:
+        return [_error(number, f"{where} must be a whole number, not None.")]
+    return _from_rules(number, where, rules.retries_problems(value))
+
+
+# Keys of a declared endpoint that name a Webhook field of another name.
+_ENDPOINT_FIELDS = {"active": "is_active"}
 
 
 def _check_endpoints() -> list[CheckMessage]:
+    """Declared endpoints, by the rules every webhook obeys (rules.py). A URL that points
+    inside the network is E030: judged without DNS here (no lookups at start-up), and again
+    at every connection."""
     endpoints = app_settings.ENDPOINTS
     if not isinstance(endpoints, (list, tuple)):
         return [_error(7, "WEBHOOKS['ENDPOINTS'] must be a list of dicts.")]
     errors: list[CheckMessage] = []
-    known_events = set(registry.event_catalogue())
-    model_names = registry.watched_model_names()
     seen: set[str] = set()
     for index, endpoint in enumerate(endpoints):
         where = f"WEBHOOKS['ENDPOINTS'][{index}]"
@@ -262,86 +253,42 @@ def _check_endpoints() -> list[CheckMessage]:
                     f"Valid keys: {', '.join(sorted(ENDPOINT_KEYS))}.",
                 )
             )
-        url = endpoint.get("url")
-        try:
-            _validate_url(url)
-        except (ValidationError, TypeError):
-            errors.append(
-                _error(7, f"{where}['url'] must be an absolute http(s) URL, got {url!r}.")
-            )
-        key = str(endpoint.get("name") or url)
+        key = str(endpoint.get("name") or endpoint.get("url"))
         if key in seen:
             errors.append(
                 _error(7, f"{where} duplicates endpoint {key!r}.", "Give each a distinct 'name'.")
             )
         seen.add(key)
-        for list_key in ("events", "models"):
-            if list_key in endpoint and not _is_string_list(endpoint[list_key]):
-                errors.append(_error(7, f"{where}['{list_key}'] must be a list of strings."))
-        events: list[str] = endpoint["events"] if _is_string_list(endpoint.get("events")) else []
-        for pattern in events:
-            if not registry.is_valid_pattern(pattern, known_events):
+        values = {_ENDPOINT_FIELDS.get(str(k), str(k)): value for k, value in endpoint.items()}
+        values.setdefault("url", None)
+        for problem in rules.problems(values, resolve_names=False, fields=Webhook.RULED_FIELDS):
+            if problem.code == rules.FORBIDDEN_TARGET:
                 errors.append(
                     _error(
-                        7,
-                        f"{where}['events']: {pattern!r} is not a known event name or wildcard.",
-                        f"Known events: {', '.join(sorted(known_events))}; wildcards: *, user.*.",
+                        30,
+                        f"{where}['url'] ({key!r}): {problem.message}",
+                        "Declared endpoints obey the same rules as the API's; the same target "
+                        "would also be refused when connecting.",
                     )
                 )
-        models: list[str] = endpoint["models"] if _is_string_list(endpoint.get("models")) else []
-        for model_name in models:
-            if model_name not in model_names | {"user"}:
-                errors.append(
-                    _error(
-                        7,
-                        f"{where}['models']: {model_name!r} is not the name of a watched model.",
-                        f"Watched model names: {', '.join(sorted(model_names)) or '(none)'}.",
-                    )
-                )
-        if "headers" in endpoint:
-            errors.extend(check_headers(f"{where}['headers']", endpoint["headers"]))
-        if "method" in endpoint and str(endpoint["method"]).upper() not in METHODS:
-            errors.append(_error(7, f"{where}['method'] must be one of {', '.join(METHODS)}."))
-        if endpoint.get("timeout") is not None:
-            errors.extend(_check_timeout(7, f"{where}['timeout']", endpoint["timeout"]))
-        if endpoint.get("retries") is not None:
-            errors.extend(_check_retries(7, f"{where}['retries']", endpoint["retries"]))
-        for key, rule in (
-            ("max_in_flight", rules.max_in_flight_error),
-            ("rate_limit", rules.rate_limit_error),
-        ):
-            problem = rule(endpoint.get(key))
-            if problem:
-                errors.append(_error(7, f"{where}['{key}'] {problem}"))
-        if "secret" in endpoint and not (
-            isinstance(endpoint["secret"], str) and endpoint["secret"]
-        ):
-            errors.append(_error(7, f"{where}['secret'] must be a non-empty string."))
-        if endpoint.get("signature_header") is not None:
-            errors.extend(
-                _check_signature_header(
-                    7, f"{where}['signature_header']", endpoint["signature_header"]
-                )
-            )
-        if endpoint.get("signature_prefix") is not None:
-            errors.extend(
-                _check_prefix(7, f"{where}['signature_prefix']", endpoint["signature_prefix"])
-            )
+            else:
+                message = _located(f"{where}['{problem.field}']", problem.message)
+                if problem.field == "url":
+                    message += f" Got {values['url']!r}."
+                errors.append(_error(7, message))
     return errors
 
 
 def _check_signature_header(number: int, where: str, value: Any) -> list[CheckMessage]:
-    if not isinstance(value, str) or not HEADER_NAME.match(value):
-        return [_error(number, f"{where} must be a valid HTTP header name, got {value!r}.")]
-    if value.lower() in PROTECTED_HEADERS:
-        return [_error(number, f"{where} {value!r} is a header django-webhooks sends itself.")]
-    return []
+    if not value:
+        return [_error(number, f"{where}: {value!r} is not a valid HTTP header name.")]
+    return _from_rules(number, where, rules.signature_header_problems(value))
 
 
 def _check_prefix(number: int, where: str, value: Any) -> list[CheckMessage]:
-    if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 32:
-        return [_error(number, f"{where} must be a string of at most 32 characters, no CR/LF.")]
-    return []
+    if value is None:
+        return [_error(number, f'{where} must be text ("" for no prefix), not None.')]
+    return _from_rules(number, where, rules.signature_prefix_problems(value))
 
 
 def _check_events() -> list[CheckMessage]:

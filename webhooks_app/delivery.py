@@ -29,28 +29,23 @@ from webhooks_app.models import (
     Trigger,
     Webhook,
 )
+from webhooks_app.rules import PROTECTED_HEADERS
 
 logger = logging.getLogger("webhooks_app.delivery")
 
 USER_AGENT = f"django-webhooks/{__version__}"
-# Headers a webhook's own headers may not replace: what receivers verify and route on.
-PROTECTED_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "host",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "transfer-encoding",
-    }
-)
 REDACTED = "[redacted]"
 _SENSITIVE_HEADER_MARKERS = ("auth", "cookie", "token", "secret", "key", "password")
 ERROR_MESSAGE_LIMIT = http.ERROR_MESSAGE_LIMIT
 
-__all__ = ["AttemptResult", "OutgoingRequest", "Recorder", "build_request", "redact_headers"]
+__all__ = [
+    "PROTECTED_HEADERS",
+    "AttemptResult",
+    "OutgoingRequest",
+    "Recorder",
+    "build_request",
+    "redact_headers",
+]
 
 
 def build_request(webhook: Webhook, event_id: str, body: bytes) -> OutgoingRequest:
@@ -119,6 +114,10 @@ def decide(delivery: Delivery, result: AttemptResult, now: datetime.datetime) ->
     if result.status_code == 410:
         reason = f"The endpoint answered 410 Gone on {now:%Y-%m-%d %H:%M:%S} UTC."
         return Decision(DeliveryAttempt.Outcome.DISABLED, DeliveryStatus.FAILED, None, reason)
+    if result.error_class == "Blocked":
+        # Retrying cannot help until someone changes the settings or the URL: fail visibly,
+        # once, instead of knocking on a forbidden address on every retry.
+        return Decision(DeliveryAttempt.Outcome.FAILED, DeliveryStatus.FAILED, None)
     if delivery.attempts >= delivery.max_attempts:
         return Decision(DeliveryAttempt.Outcome.FAILED, DeliveryStatus.FAILED, None)
     delay: float | None = None

@@ -21,6 +21,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import datetime
+import ipaddress
 import os
 import socket
 import ssl
@@ -31,9 +32,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 import certifi
+import yarl
 from django.utils import timezone
 
+from webhooks_app import targets
 from webhooks_app.conf import app_settings
 
 ERROR_MESSAGE_LIMIT = 2000
@@ -52,6 +56,35 @@ class OutgoingRequest:
     headers: dict[str, str]
     body: bytes
     timeout: float
+    # Every request the package makes is checked against targets.py when it connects; only
+    # the local forwarding of ``webhooks_listen --forward-to`` (a developer's own machine,
+    # by design) goes without.
+    guarded: bool = True
+
+
+class Blocked(Exception):
+    """The target is not one the package may connect to; the message says why and how to
+    allow it."""
+
+
+class _GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves as usual, then keeps only the addresses ``targets`` allows. aiohttp connects
+    to what this returns, so the address checked is the address used (no second lookup)."""
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        resolved = await self._resolver.resolve(host, port, family)
+        allowed = [entry for entry in resolved if not targets.refusal(host, entry["host"])]
+        if not allowed:
+            raise Blocked(targets.refusal(host, resolved[0]["host"]) or f"Blocked: {host}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
 @dataclass
@@ -107,12 +140,13 @@ class Transport:
         self.session: aiohttp.ClientSession = asyncio.run_coroutine_threadsafe(
             self._open(), self.loop
         ).result(timeout=30)
+        self._unguarded: aiohttp.ClientSession | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    async def _open(self) -> aiohttp.ClientSession:
+    async def _open(self, guarded: bool = True) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             # The delivery engine caps requests in flight (per process and per endpoint);
             # a second cap here would only make requests queue where no deadline sees them.
@@ -120,6 +154,7 @@ class Transport:
             limit_per_host=0,
             keepalive_timeout=KEEPALIVE_SECONDS,
             ssl=ssl.create_default_context(cafile=certifi.where()),
+            resolver=_GuardedResolver() if guarded else None,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -149,8 +184,11 @@ class Transport:
         phase = _Phase()
         limit = int(app_settings.RESPONSE_BODY_LIMIT)
         try:
+            session = self.session if request.guarded else await self._unguarded_session()
+            if request.guarded:
+                _check_literal_target(request.url)
             async with asyncio.timeout(request.timeout):
-                async with self.session.request(
+                async with session.request(
                     request.method,
                     request.url,
                     data=request.body,
@@ -186,13 +224,35 @@ class Transport:
                 error_message=message[:ERROR_MESSAGE_LIMIT],
             )
 
+    async def _unguarded_session(self) -> aiohttp.ClientSession:
+        if self._unguarded is None:
+            self._unguarded = await self._open(guarded=False)
+        return self._unguarded
+
     def close(self) -> None:
         if self.pid != os.getpid() or not self.thread.is_alive():
             return
         # Closing at exit: if it fails there is nobody left to tell.
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.session.close(), self.loop).result(timeout=5)
+        for session in (self.session, self._unguarded):
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(session.close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _check_literal_target(url: str) -> None:
+    """What the resolver never sees: a URL whose host is an IP address, and the scheme."""
+    refused = targets.scheme_refusal(url)
+    if refused:
+        raise Blocked(refused)
+    host = yarl.URL(url).host or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    refused = targets.refusal(host, host)
+    if refused:
+        raise Blocked(refused)
 
 
 def _elapsed_ms(start: float) -> int:
@@ -201,6 +261,9 @@ def _elapsed_ms(start: float) -> int:
 
 def describe_error(exc: BaseException, request: OutgoingRequest, phase: str) -> tuple[str, str]:
     """A stable kind and a plain-words message for a failed attempt."""
+    blocked = _cause(exc, Blocked)
+    if blocked is not None:
+        return "Blocked", str(blocked)
     if isinstance(exc, TimeoutError):
         return "Timeout", f"Timed out after {request.timeout:g} s {phase}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -231,12 +294,18 @@ def _os_reason(error: OSError) -> str:
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return _cause(exc, kind) is not None
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(10):
+        if seen is None:
+            return None
         if isinstance(seen, kind):
-            return True
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
 _transport: Transport | None = None

@@ -126,6 +126,32 @@ class Webhook(models.Model):
     def __str__(self) -> str:
         return self.name or self.url
 
+    # The fields rules.py judges; the admin form, the API and the settings checks use the
+    # same rules, so a webhook is refused for the same reasons whichever way it is made.
+    RULED_FIELDS = (
+        "url",
+        "events",
+        "models",
+        "headers",
+        "method",
+        "timeout",
+        "retries",
+        "max_in_flight",
+        "rate_limit",
+        "signature_header",
+        "signature_prefix",
+        "secret",
+    )
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from webhooks_app import rules
+
+        found = rules.problems({name: getattr(self, name) for name in self.RULED_FIELDS})
+        if found:
+            raise ValidationError(rules.by_field(found))
+
     @property
     def effective_timeout(self) -> float:
         return float(self.timeout if self.timeout is not None else app_settings.TIMEOUT)

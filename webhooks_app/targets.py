@@ -1,11 +1,18 @@
-"""Where a webhook created through the API may point: not at this network's insides.
+"""Where the package may send requests: not at this network's insides.
 
-A user who can create a webhook can make this server send requests (and, through the test
-endpoint, read the answers). So a target must be an absolute http(s) URL, https unless
-``WEBHOOKS["ALLOW_HTTP"]``, and every address its host resolves to must be public, unless the
-host or the address is listed in ``WEBHOOKS["ALLOWED_TARGETS"]``. Private, loopback,
-link-local (169.254.169.254, the cloud metadata service), shared, reserved and multicast
-addresses are refused, written as literals or reached through DNS.
+A user who can create a webhook can make this server send requests (and, through a test
+send, read the answers). So a target must be an http(s) URL, https unless
+``WEBHOOKS["ALLOW_HTTP"]``, and every address it reaches must be public, unless the host or
+the address is listed in ``WEBHOOKS["ALLOWED_TARGETS"]``. Private, loopback, link-local
+(169.254.169.254: cloud metadata services), shared (carrier-grade NAT), reserved, multicast
+and unspecified addresses are refused, however they are written: IPv4-mapped, -compatible,
+NAT64 and 6to4 IPv6 forms are judged by the IPv4 address they carry, and numeric host names
+(``2130706433``, ``0177.0.0.1``) by the address the resolver makes of them.
+
+One policy, used twice: ``check_target_url`` when a URL is accepted (the API, the admin, the
+model, settings), and ``refusal`` when a connection is about to be made (``http.py``), on the
+address that was resolved and will be connected to, so a name that resolves elsewhere later
+(DNS rebinding) is caught too.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _validate_url = URLValidator(schemes=["http", "https"])
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+ALLOW_TARGETS_HINT = 'allow it with WEBHOOKS["ALLOWED_TARGETS"]'
 
 
 class TargetNotAllowed(ValueError):
@@ -53,28 +63,118 @@ def parse_allowed(entries: object) -> tuple[set[str], list[IPNetwork]]:
     return hosts, networks
 
 
-NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+def _allowed() -> tuple[set[str], list[IPNetwork]]:
+    try:
+        return parse_allowed(app_settings.ALLOWED_TARGETS)
+    except ValueError:  # reported by check E025; nothing extra is allowed meanwhile
+        return set(), []
+
+
+def effective_address(address: IPAddress) -> IPAddress:
+    """The address a packet to ``address`` really reaches: an IPv6 address that carries an
+    IPv4 one (::ffff:10.0.0.1, 6to4 2002:a9fe:a9fe::, NAT64 64:ff9b::a9fe:a9fe, the old
+    ::127.0.0.1) reaches that IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        # ::/96 is IPv4-compatible, except :: and ::1, which are IPv6's own.
+        compatible = int(address) >> 32 == 0 and int(address) > 1
+        if embedded is None and (address in NAT64 or compatible):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return embedded
+    return address
+
+
+def kind_of(address: IPAddress) -> str | None:
+    """What makes ``address`` internal (``"a private address"``), or None when it is public."""
+    reached = effective_address(address)
+    if reached.is_loopback:
+        kind = "a loopback address"
+    elif reached.is_link_local:
+        kind = "a link-local address (cloud metadata services live there)"
+    elif reached.is_unspecified:
+        kind = "an unspecified address"
+    elif reached.is_multicast:
+        kind = "a multicast address"
+    elif isinstance(reached, ipaddress.IPv4Address) and reached in SHARED:
+        kind = "a shared (carrier-grade NAT) address"
+    elif reached.is_private:
+        kind = "a private address"
+    elif not reached.is_global or reached.is_reserved:
+        kind = "a reserved address"
+    else:
+        return None
+    if reached != address:
+        kind += f" (it carries {reached})"
+    return kind
 
 
 def is_public(address: IPAddress) -> bool:
-    # An IPv6 address that carries an IPv4 one (::ffff:10.0.0.1, 6to4 2002:a9fe:a9fe::,
-    # NAT64 64:ff9b::a9fe:a9fe, the old ::127.0.0.1) reaches that IPv4 address: judge it.
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and (address in NAT64 or int(address) >> 32 == 0):
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
-            address = embedded
-    return address.is_global and not address.is_multicast
+    return kind_of(address) is None
 
 
-def check_target_url(url: str) -> None:
-    """Raise :class:`TargetNotAllowed` if the API must not accept ``url`` as a target."""
+def refusal(host: str, address: str) -> str | None:
+    """Why connecting to ``address`` (what ``host`` resolved to) is refused, or None.
+
+    The message says what to do about it: ``Blocked: 10.0.0.1 is a private address; allow it
+    with WEBHOOKS["ALLOWED_TARGETS"]``.
+    """
+    hosts, networks = _allowed()
+    if host.lower().rstrip(".") in hosts:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return f"Blocked: {address!r} is not an IP address"
+    if any(ip in network for network in networks):
+        return None
+    kind = kind_of(ip)
+    if kind is None:
+        return None
+    subject = address if host.strip("[]") == address else f"{host} resolves to {address}, which"
+    return f"Blocked: {subject} is {kind}; {ALLOW_TARGETS_HINT}"
+
+
+def scheme_refusal(url: str) -> str | None:
+    if urlsplit(url).scheme == "http" and not app_settings.ALLOW_HTTP:
+        return 'Blocked: plain http is not allowed; allow it with WEBHOOKS["ALLOW_HTTP"]'
+    return None
+
+
+def numeric_host(host: str) -> str | None:
+    """The IPv4 address a numeric host name stands for (``2130706433``, ``0177.0.0.1``,
+    ``127.1``: what the system resolver makes of them), or None for a real name."""
+    if not host or not all(part.isalnum() for part in host.split(".")):
+        return None
+    if not any(ch.isdigit() for ch in host) or host.replace(".", "").isalpha():
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except (OSError, UnicodeError):
+        return None
+
+
+def check_target_url(url: str, *, resolve_names: bool = True) -> None:
+    """Raise :class:`TargetNotAllowed` if ``url`` may not be a webhook's target.
+
+    With ``resolve_names=False`` (system checks: no DNS at start-up) only what the URL
+    itself says is judged: literal and numeric addresses, and ``localhost`` names.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise TargetNotAllowed("Enter an absolute http:// or https:// URL.") from None
+    # A numeric host (2130706433, 0177.0.0.1) is not a valid URL to Django's validator, but
+    # resolvers connect to it: say what it really is rather than only "not a URL".
+    numeric = numeric_host((parts.hostname or "").rstrip("."))
+    refused = refusal(parts.hostname or "", numeric) if numeric else None
+    if refused:
+        raise TargetNotAllowed(f"The target {refused.removeprefix('Blocked: ')}.")
     try:
         _validate_url(url)
     except ValidationError:
         raise TargetNotAllowed("Enter an absolute http:// or https:// URL.") from None
-    parts = urlsplit(url)
     if parts.scheme == "http" and not app_settings.ALLOW_HTTP:
         raise TargetNotAllowed(
             "The URL must use https (plain http is allowed only with WEBHOOKS['ALLOW_HTTP'])."
@@ -83,21 +183,24 @@ def check_target_url(url: str) -> None:
         # They would be shown in delivery logs and lists; use a custom header instead.
         raise TargetNotAllowed("The URL must not contain a user name or password.")
     host = (parts.hostname or "").rstrip(".")
-    allowed_hosts, allowed_networks = parse_allowed(app_settings.ALLOWED_TARGETS)
+    allowed_hosts, _ = _allowed()
     if host.lower() in allowed_hosts:
         return
     try:
-        addresses = [ipaddress.ip_address(host)]
+        addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
-        except (OSError, UnicodeError, ValueError):
-            raise TargetNotAllowed(f"The host {host!r} could not be resolved.") from None
+        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+            # RFC 6761: always the loopback interface, whatever DNS says.
+            addresses = ["127.0.0.1", "::1"]
+        elif not resolve_names:
+            return
+        else:
+            try:
+                addresses = resolve(host, port or (443 if parts.scheme == "https" else 80))
+            except (OSError, UnicodeError, ValueError):
+                raise TargetNotAllowed(f"The host {host!r} could not be resolved.") from None
     for address in addresses:
-        if is_public(address) or any(address in network for network in allowed_networks):
-            continue
-        raise TargetNotAllowed(
-            f"The host {host!r} resolves to {address}, a private, loopback, link-local or "
-            "reserved address (allow it with WEBHOOKS['ALLOWED_TARGETS'])."
-        )
+        refused = refusal(host, address)
+        if refused:
+            reason = refused.removeprefix("Blocked: ")
+            raise TargetNotAllowed(f"The target {reason}.")

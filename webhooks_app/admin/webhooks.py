@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from webhooks_app import checks, operations, rules, signing, stats
+from webhooks_app import operations, signing, stats
 from webhooks_app.admin.common import has_perm, pretty_json, status_badge
 from webhooks_app.delivery import redact_headers
 from webhooks_app.models import Delivery, Webhook
@@ -59,8 +59,8 @@ def _shown(field: Any) -> Any:
 
 
 class WebhookForm(forms.ModelForm):
-    """The same rules as settings and the API, so the admin cannot store a webhook that
-    breaks at send time (headers that are not a dict of single-line strings, say)."""
+    """The same rules as settings and the API (the model's), so the admin cannot store a
+    webhook the API would refuse."""
 
     class Meta:
         model = Webhook
@@ -81,44 +81,8 @@ class WebhookForm(forms.ModelForm):
             "signature_prefix",
         ]
 
-    def clean_max_in_flight(self) -> Any:
-        value = self.cleaned_data.get("max_in_flight")
-        problem = rules.max_in_flight_error(value)
-        if problem:
-            raise forms.ValidationError(f"The value {problem}")
-        return value
-
-    def clean_rate_limit(self) -> Any:
-        value = self.cleaned_data.get("rate_limit")
-        problem = rules.rate_limit_error(value)
-        if problem:
-            raise forms.ValidationError(f"The value {problem}")
-        return value
-
-    def clean_headers(self) -> Any:
-        headers = self.cleaned_data.get("headers") or {}
-        problems = checks.check_headers("headers", headers)
-        if problems:
-            raise forms.ValidationError([str(problem.msg) for problem in problems])
-        return headers
-
-    def clean_timeout(self) -> Any:
-        timeout = self.cleaned_data.get("timeout")
-        if timeout is not None and not 0 < timeout <= checks.MAX_TIMEOUT:
-            raise forms.ValidationError(f"Seconds, more than 0 and at most {checks.MAX_TIMEOUT:g}.")
-        return timeout
-
-    def clean_retries(self) -> Any:
-        retries = self.cleaned_data.get("retries")
-        if retries is not None and retries > checks.MAX_RETRIES:
-            raise forms.ValidationError(f"At most {checks.MAX_RETRIES}.")
-        return retries
-
-    def clean_signature_header(self) -> Any:
-        name = self.cleaned_data.get("signature_header") or ""
-        if name and checks._check_signature_header(7, "signature header", name):
-            raise forms.ValidationError("Not a header name django-webhooks may use.")
-        return name
+    # Every rule is the model's (Webhook.clean, which runs rules.py): the admin refuses what
+    # the API and the settings checks refuse, with the same messages.
 
 
 @admin.register(Webhook)

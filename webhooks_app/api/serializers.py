@@ -1,8 +1,8 @@
 """Webhook serializers and the bodies of the webhook actions (test, rotate-secret, recover).
 
-The rules are the ones ``checks.py`` applies to ``WEBHOOKS["ENDPOINTS"]`` (header names,
-protected headers, bounds) and ``targets.py`` applies to URLs, so a webhook the API accepts is
-one the settings would accept too. Error messages never repeat a secret or a header value.
+A webhook's fields are judged by rules.py, the rules the model, the admin and the settings
+checks use too, so a webhook the API accepts is one they would accept. Error messages never
+repeat a secret or a header value.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from webhooks_app import checks, delivery, operations, registry, rules, signing, targets
-from webhooks_app.conf import app_settings
-from webhooks_app.delivery import PROTECTED_HEADERS
+from webhooks_app import delivery, operations, registry, rules, signing
 from webhooks_app.models import Webhook
 
 
@@ -66,7 +64,6 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
     )
     secret = SecretField(
         required=False,
-        min_length=16,
         max_length=255,
         help_text="Given or generated on create (whsec_...) and returned in full only then; "
         "masked afterwards. Change it with rotate-secret.",
@@ -91,15 +88,12 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
     timeout = serializers.FloatField(
         required=False,
         allow_null=True,
-        max_value=checks.MAX_TIMEOUT,
-        help_text=f"Seconds, > 0 and <= {checks.MAX_TIMEOUT:g}; null = the site default.",
+        help_text=f"Seconds, > 0 and <= {rules.MAX_TIMEOUT:g}; null = the site default.",
     )
     retries = serializers.IntegerField(
         required=False,
         allow_null=True,
-        min_value=0,
-        max_value=checks.MAX_RETRIES,
-        help_text=f"0 to {checks.MAX_RETRIES}; null = the site default.",
+        help_text=f"0 to {rules.MAX_RETRIES}; null = the site default.",
     )
     max_in_flight = serializers.IntegerField(
         required=False,
@@ -149,59 +143,14 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             "updated_at",
         ]
 
-    def validate_url(self, value: str) -> str:
-        try:
-            targets.check_target_url(value)
-        except targets.TargetNotAllowed as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return value
-
-    def validate_max_in_flight(self, value: int | None) -> int | None:
-        problem = rules.max_in_flight_error(value)
-        if problem:
-            raise serializers.ValidationError(f"The value {problem}")
-        return value
-
-    def validate_rate_limit(self, value: float | None) -> float | None:
-        problem = rules.rate_limit_error(value)
-        if problem:
-            raise serializers.ValidationError(f"The value {problem}")
-        return value
-
     def validate_secret(self, value: str) -> str:
         if self.instance is not None:
             raise serializers.ValidationError(
                 "The secret cannot be changed here; use the rotate-secret action."
             )
-        if any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise serializers.ValidationError("The secret must not contain spaces or controls.")
-        return value
-
-    def validate_events(self, value: list[str]) -> list[str]:
-        known = set(registry.event_catalogue())
-        wrong = [pattern for pattern in value if not registry.is_valid_pattern(pattern, known)]
-        if wrong:
-            raise serializers.ValidationError(
-                f"Not a known event name or wildcard: {', '.join(map(repr, wrong))}. "
-                "See event-types/ for the names; wildcards are * and prefix.*."
-            )
-        return value
-
-    def validate_models(self, value: list[str]) -> list[str]:
-        # "user" is the model of the user events, as in checks.py's ENDPOINTS rule.
-        known = registry.watched_model_names() | {"user"}
-        wrong = [name for name in value if name not in known]
-        if wrong:
-            raise serializers.ValidationError(
-                f"Not the name of a watched model: {', '.join(map(repr, wrong))}. "
-                f"Watched model names: {', '.join(sorted(known))}."
-            )
         return value
 
     def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
-        problems = checks.check_headers("headers", value)
-        if problems:
-            raise serializers.ValidationError([str(problem.msg) for problem in problems])
         # A client that sends back what it read keeps the credentials it could not see.
         stored = self.instance.headers if isinstance(self.instance, Webhook) else {}
         return {
@@ -209,42 +158,22 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             for name, text in value.items()
         }
 
-    def validate_timeout(self, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise serializers.ValidationError(
-                f"Seconds, greater than 0 and at most {checks.MAX_TIMEOUT:g}."
-            )
-        return value
-
-    def validate_signature_header(self, value: str) -> str:
-        if value and not checks.HEADER_NAME.match(value):
-            raise serializers.ValidationError("Not a valid HTTP header name.")
-        if value.lower() in PROTECTED_HEADERS:
-            raise serializers.ValidationError(
-                f"{value!r} is a header django-webhooks sends itself."
-            )
-        return value
-
-    def validate_signature_prefix(self, value: str | None) -> str | None:
-        if value is not None and ("\r" in value or "\n" in value or len(value) > 32):
-            raise serializers.ValidationError("At most 32 characters, without CR or LF.")
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # The hex signature header is ours too: a custom header of that name would be dropped
-        # at send time, so refuse it here where the user can see why.
-        signature_header = attrs.get("signature_header")
-        if signature_header is None and self.instance is not None:
-            signature_header = self.instance.signature_header
-        signature_header = signature_header or str(app_settings.SIGNATURE_HEADER)
-        headers = attrs.get("headers")
-        if headers is None and self.instance is not None:
-            headers = self.instance.headers
-        clash = [n for n in headers or {} if str(n).lower() == signature_header.lower()]
-        if clash:
-            raise serializers.ValidationError(
-                {"headers": [f"{clash[0]!r} is this webhook's signature header."]}
-            )
+        """The webhook as it would be saved, by the rules every webhook obeys (rules.py)."""
+        values = {
+            name: getattr(self.instance, name)
+            for name in Webhook.RULED_FIELDS
+            if self.instance is not None
+        }
+        values.update({name: attrs[name] for name in Webhook.RULED_FIELDS if name in attrs})
+        # Judge what this request changes (and the headers against the signature header
+        # either way): a stored URL that a setting now forbids is not this request's fault.
+        changed = set(attrs) & set(Webhook.RULED_FIELDS)
+        if changed & {"headers", "signature_header"}:
+            changed |= {"headers", "signature_header"}
+        found = rules.problems(values, fields=changed)
+        if found:
+            raise serializers.ValidationError(rules.by_field(found))
         return attrs
 
 

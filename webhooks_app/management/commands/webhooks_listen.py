@@ -183,6 +183,9 @@ arguments."""
             headers={k: v for k, v in headers.items() if k.lower() in keep},
             body=body,
             timeout=10.0,
+            # A developer's own app on their own machine, named on the command line: the one
+            # request the package makes without the target guard (README, "Security").
+            guarded=False,
         )
         result = send(request)
         if result.status_code is not None:
