@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import aiohttp.abc
 import certifi
-import yarl
 from django.utils import timezone
 
 from webhooks_app import targets
@@ -245,12 +245,20 @@ def _check_literal_target(url: str) -> None:
     refused = targets.scheme_refusal(url)
     if refused:
         raise Blocked(refused)
-    host = yarl.URL(url).host or ""
     try:
-        ipaddress.ip_address(host)
+        host = (urlsplit(url).hostname or "").rstrip(".")
     except ValueError:
-        return
-    refused = targets.refusal(host, host)
+        return  # aiohttp refuses it as an invalid URL, before any connection
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        # 2130706433 and 0177.0.0.1 reach 127.0.0.1 through the system's resolver; say so
+        # (aiohttp would only call them invalid).
+        numeric = targets.numeric_host(host)
+        if numeric is None:
+            return
+        address = numeric
+    refused = targets.refusal(host, address)
     if refused:
         raise Blocked(refused)
 
