@@ -103,6 +103,7 @@ WEBHOOKS = {
     # The benchmark's receiver is plain http on 127.0.0.1.
     "ALLOW_HTTP": True,
     "ALLOWED_TARGETS": ["127.0.0.1"],
+    "SECRET_KEYS": ["YmVuY2gtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="],
 }
 for _knob in ("ENDPOINT_MAX_IN_FLIGHT", "MAX_IN_FLIGHT"):
     if os.environ.get(f"WEBHOOKS_BENCH_{_knob}"):

@@ -126,11 +126,16 @@ WEBHOOKS = {
     "ALLOW_HTTP": True,
     "ALLOWED_TARGETS": ["127.0.0.1", "::1"],
     "RETRY_SCHEDULE": [1, 2, 4],
+    # Fernet keys for secrets at rest (not secret: these are the suite's own).
+    "SECRET_KEYS": ["c3VpdGUtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="],
     # A qcluster subprocess in a recovery test gets a short lease, so recovery takes seconds.
     "LEASE_SECONDS": int(os.environ.get("WEBHOOKS_TEST_LEASE_SECONDS", "45")),
     # A qcluster subprocess in an isolation test gets short runs, so they end mid-test.
     "TASK_SECONDS": float(os.environ.get("WEBHOOKS_TEST_TASK_SECONDS", "5")),
 }
+if os.environ.get("WEBHOOKS_TEST_DEFAULT_TARGETS") == "1":
+    # A qcluster subprocess in a guard test sends with the package's defaults.
+    del WEBHOOKS["ALLOW_HTTP"], WEBHOOKS["ALLOWED_TARGETS"]
 
 # The API tests: Basic first, so an anonymous request is a 401 with WWW-Authenticate.
 REST_FRAMEWORK = {

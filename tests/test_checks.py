@@ -33,8 +33,10 @@ def with_changes(**changes: Any) -> dict[str, Any]:
 
 
 def settings_errors(webhooks: Any) -> list[CheckMessage]:
+    # W004 (no SECRET_KEYS outside DEBUG) would join nearly every case here; its own tests
+    # are below.
     with override_settings(WEBHOOKS=webhooks):
-        return check_settings()
+        return [message for message in check_settings() if message.id != "webhooks_app.W004"]
 
 
 def endpoint(**options: Any) -> dict[str, Any]:
@@ -702,3 +704,31 @@ def test_q_cluster_without_timeout_is_fine():
     cluster = {key: value for key, value in settings.Q_CLUSTER.items() if key != "timeout"}
     with override_settings(Q_CLUSTER=cluster):
         assert check_q_cluster() == []
+
+
+def test_secret_keys_must_be_fernet_keys_and_the_error_names_the_entry():
+    good = "c3VpdGUtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="
+
+    wrong_type = settings_errors({"SECRET_KEYS": good})
+    short = settings_errors({"SECRET_KEYS": [good, "tooshort"]})
+
+    assert ids(wrong_type) == ["webhooks_app.E031"]
+    assert ids(short) == ["webhooks_app.E031"]
+    assert "entry 1 is not a Fernet key" in short[0].msg
+    assert "Fernet.generate_key()" in text(short[0])
+
+
+def test_no_secret_keys_outside_debug_is_warning_w004(settings):
+    good = "c3VpdGUtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="
+    settings.DEBUG = False
+    with override_settings(WEBHOOKS={}):
+        without = ids(check_settings())
+    with override_settings(WEBHOOKS={"SECRET_KEYS": [good]}):
+        configured = ids(check_settings())
+    settings.DEBUG = True
+    with override_settings(WEBHOOKS={}):
+        in_debug = ids(check_settings())
+
+    assert without == ["webhooks_app.W004"]
+    assert configured == []
+    assert in_debug == []

@@ -225,9 +225,11 @@ def test_gone_disables_the_webhook_at_once(webhook, receiver, save_and_send, no_
     skipped = Delivery.objects.get(status="skipped")
     assert "410" in skipped.last_error
     assert len(receiver.requests) == 2
-    # Events for a disabled webhook are not even stored.
+    # Events for a disabled webhook are kept, skipped for the reason, and never sent.
     save_and_send()
-    assert Delivery.objects.count() == 2
+    assert Delivery.objects.count() == 3
+    assert Delivery.objects.filter(status="skipped").count() == 2
+    assert len(receiver.requests) == 2
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,14 @@ from tests.factories import ArticleFactory, WebhookFactory
 from tests.hostile import HostileReceiver
 from tests.receiver import Response
 from webhooks_app import claims, engine, http, sql, tasks
-from webhooks_app.models import Delivery, DeliveryAttempt, Event, Lane, RateLimitState
+from webhooks_app.models import (
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    Lane,
+    RateLimitState,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -309,14 +316,25 @@ def test_fan_out_uses_the_webhooks_as_they_are_now(webhook):
     assert set(copy) == {webhook.pk, newer.pk}  # the caller's copy was refreshed
 
 
-def test_a_webhook_deactivated_before_fan_out_gets_nothing(webhook):
+def test_a_webhook_disabled_before_fan_out_gets_a_skipped_delivery_and_no_request(webhook):
     ArticleFactory()
     webhook.is_active = False
+    webhook.disabled_reason = "Disabled by an operator."
     webhook.save()
 
     assert claim() == []
-    assert Delivery.objects.count() == 0
+    row = Delivery.objects.get()
+    assert row.status == "skipped"
+    assert row.last_error == "Skipped: Disabled by an operator."
     assert Event.objects.get().pending_fanout is False
+
+
+def test_an_endpoint_declared_inactive_in_settings_gets_nothing(webhook):
+    ArticleFactory()
+    Webhook.objects.filter(pk=webhook.pk).update(is_active=False, managed_by_settings=True)
+
+    assert claim() == []
+    assert Delivery.objects.count() == 0
 
 
 def test_a_lease_that_ran_out_is_claimed_again(statements, webhook):

@@ -286,8 +286,15 @@ def test_disabled_switch_records_nothing(hook):
     assert Event.objects.count() == 0
 
 
-def test_inactive_webhooks_receive_nothing():
+def test_an_event_for_a_disabled_webhook_is_kept():
     WebhookFactory(is_active=False)
+    ArticleFactory()
+
+    assert Event.objects.count() == 1  # its delivery is made skipped, to resend on enabling
+
+
+def test_an_endpoint_declared_inactive_in_settings_receives_nothing():
+    WebhookFactory(is_active=False, managed_by_settings=True)
     ArticleFactory()
 
     assert Event.objects.count() == 0

@@ -20,11 +20,12 @@ from django.db import connection, transaction
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
+from tests import netguard
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.hostile import HostileReceiver
 from tests.receiver import Response
 from webhooks_app import signing, tasks
-from webhooks_app.models import Delivery, DeliveryAttempt, Event
+from webhooks_app.models import Delivery, DeliveryAttempt, Event, Webhook
 
 pytestmark = [pytest.mark.qcluster, pytest.mark.django_db(transaction=True)]
 
@@ -318,6 +319,66 @@ def test_a_graceful_stop_takes_seconds_and_records_what_was_in_flight(cluster, r
     assert cluster.graceful_stop(timeout=15) < 15
     assert Delivery.objects.filter(status="succeeded").count() == 10
     assert DeliveryAttempt.objects.count() == 10
+
+
+GUARDED_TARGETS = [
+    "https://127.0.0.1/hook",
+    "https://10.0.0.1/hook",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[::1]/hook",
+    "https://[::ffff:127.0.0.1]/hook",
+    "https://0.0.0.0/hook",
+    "https://2130706433/hook",
+    "https://0177.0.0.1/hook",
+    "https://localhost/hook",
+    "https://rebind.test/hook",
+]
+
+
+def test_queued_deliveries_to_internal_targets_are_blocked_in_the_workers(enqueue_for_real):
+    """Through a real cluster with the package's defaults, behind tests/netguard.py in the
+    cluster's processes: the control webhook (a public address) shows the guard sees what
+    the workers connect to; none of the others is connected to."""
+    log = ROOT / "tests" / "_artifacts" / f"netguard-{os.getpid()}.log"
+    log.parent.mkdir(exist_ok=True)
+    log.unlink(missing_ok=True)
+    redis_port = os.environ.get("WEBHOOKS_TEST_REDIS_PORT")
+    guarded = Cluster(
+        "guarded",
+        WEBHOOKS_TEST_DEFAULT_TARGETS="1",
+        PYTHONPATH=f"{ROOT / 'tests' / 'netguard_site'}{os.pathsep}{ROOT}",
+        WEBHOOKS_TEST_NETGUARD=netguard.environment(
+            str(log),
+            allowed_ports=[int(redis_port)] if redis_port else [],
+            # The name is public when a person checks it, loopback when a worker uses it.
+            names={"rebind.test": ["127.0.0.1"], "public.test": ["93.184.216.34"]},
+        ),
+    )
+    for url in GUARDED_TARGETS:
+        Webhook.objects.create(url=url, secret="whsec_" + "a" * 32)
+    control = Webhook.objects.create(url="https://public.test/hook", secret="whsec_" + "a" * 32)
+    guarded.start()
+    try:
+        ArticleFactory()
+        wait_until(
+            lambda: DeliveryAttempt.objects.count() >= len(GUARDED_TARGETS) + 1,
+            30,
+            "the cluster attempted every delivery",
+        )
+    finally:
+        guarded.stop()
+
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("loaded ") for line in lines), "the guard was not loaded"
+    connects = {line for line in lines if line.startswith("connect ")}
+    assert connects == {"connect 93.184.216.34 443"}
+    blocked = Delivery.objects.exclude(webhook=control)
+    assert set(blocked.values_list("status", flat=True)) == {"failed"}
+    assert set(
+        DeliveryAttempt.objects.exclude(delivery__webhook=control).values_list(
+            "error_class", flat=True
+        )
+    ) == {"Blocked"}
 
 
 WRITER = """

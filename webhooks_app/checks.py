@@ -17,7 +17,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import FieldDoesNotExist
 from django.utils.module_loading import import_string
 
-from webhooks_app import registry, rules, targets
+from webhooks_app import encryption, registry, rules, targets
 from webhooks_app.conf import DEFAULTS, app_settings
 from webhooks_app.models import Webhook
 
@@ -443,6 +443,79 @@ def _check_api() -> list[CheckMessage]:
     return errors
 
 
+def _check_failure_policy() -> list[CheckMessage]:
+    """When failing webhooks are disabled and who is told (failures.py, notifications.py)."""
+    errors: list[CheckMessage] = []
+    period = app_settings.DISABLE_AFTER_SECONDS
+    if period is not None and (not _is_number(period) or period < 60):
+        errors.append(
+            _error(
+                32,
+                "WEBHOOKS['DISABLE_AFTER_SECONDS'] must be None (never disable) or a number "
+                f"of seconds >= 60, got {period!r}.",
+                "432000 is five days, Svix's period.",
+            )
+        )
+    failures = app_settings.DISABLE_AFTER_FAILURES
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
+        errors.append(
+            _error(
+                33,
+                "WEBHOOKS['DISABLE_AFTER_FAILURES'] must be a whole number >= 1, "
+                f"got {failures!r}.",
+            )
+        )
+    share = app_settings.DISABLE_WARNING_SHARE
+    if share is not None and (not _is_number(share) or not 0 < share < 1):
+        errors.append(
+            _error(
+                34,
+                "WEBHOOKS['DISABLE_WARNING_SHARE'] must be None (no warning) or a fraction "
+                f"between 0 and 1, got {share!r}.",
+                "0.5 warns half-way through the period.",
+            )
+        )
+    notify = app_settings.NOTIFY
+    if not isinstance(notify, (list, tuple)) or not set(notify) <= {"owner", "admins"}:
+        errors.append(
+            _error(
+                35,
+                f'WEBHOOKS[\'NOTIFY\'] must be a list of "owner" and/or "admins", got {notify!r}.',
+            )
+        )
+    notifier = app_settings.NOTIFIER
+    if notifier is not None:
+        errors += _check_import(36, "WEBHOOKS['NOTIFIER']", notifier)
+    return errors
+
+
+def _check_secret_keys() -> list[CheckMessage]:
+    """The keys webhook secrets are encrypted with (encryption.py)."""
+    try:
+        keys = encryption.parse_keys(app_settings.SECRET_KEYS)
+    except ValueError as exc:
+        return [
+            _error(
+                31,
+                f"WEBHOOKS['SECRET_KEYS'] {exc}.",
+                "Make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'",
+            )
+        ]
+    if not keys and not settings.DEBUG:
+        return [
+            Warning(
+                "WEBHOOKS['SECRET_KEYS'] is not set: webhook secrets are encrypted with a key "
+                "derived from SECRET_KEY, so rotating SECRET_KEY without keeping the old one "
+                "in SECRET_KEY_FALLBACKS makes every webhook secret unreadable.",
+                hint="Set WEBHOOKS['SECRET_KEYS'] to a list of Fernet keys kept apart from "
+                "the database (see the README's Security section).",
+                id="webhooks_app.W004",
+            )
+        ]
+    return []
+
+
 _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
     _check_models,
     _check_events,
@@ -452,6 +525,8 @@ _SETTING_CHECKS: list[Callable[[], list[CheckMessage]]] = [
     _check_retry_schedule,
     _check_scalars,
     _check_api,
+    _check_failure_policy,
+    _check_secret_keys,
 ]
 
 

@@ -404,17 +404,20 @@ class _Claim:
         if not events:
             return 0
         # Matched against the webhooks as they are now, not a copy: a webhook created a
-        # moment ago gets the events committed after it, one deactivated gets none.
-        active = subscriptions.active_webhooks(self.using)
+        # moment ago gets the events committed after it, one disabled gets them as skipped.
+        receiving = subscriptions.receiving_webhooks(self.using)
+        active = [webhook for webhook in receiving if webhook.is_active]
         self.webhooks.update((webhook.pk, webhook) for webhook in active)
         self.fresh_webhooks = active
         rows: list[Delivery] = []
         for event_id, name, model, created_at, event_body in events:
             event = Event(id=event_id, name=name, model=model, created_at=created_at)
             body = event_body.encode()
-            for webhook in subscriptions.matching(active, name, model):
+            for webhook in subscriptions.matching(receiving, name, model):
                 row = new_delivery(event, webhook, due_at=created_at)
                 rows.append(row)
+                if not webhook.is_active:
+                    continue  # created skipped
                 room = self._room_left(Lane.FIRST, borrowing=False) > 0
                 if not (holds_new_rows and room and webhook.pk not in self.exclude):
                     continue

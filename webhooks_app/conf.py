@@ -43,6 +43,17 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_HTTP": False,
     "ALLOWED_TARGETS": [],
     "TEST_THROTTLE_RATE": "10/min",
+    # The failure policy (failures.py): disable a webhook that has failed continuously for
+    # this long (None = never) and at least this many attempts in a row; warn its owner
+    # after this share of the period; tell "owner" and/or "admins", or call NOTIFIER.
+    "DISABLE_AFTER_SECONDS": 5 * 86400,
+    "DISABLE_AFTER_FAILURES": 5,
+    "DISABLE_WARNING_SHARE": 0.5,
+    "NOTIFY": ["owner", "admins"],
+    "NOTIFIER": None,
+    # Secrets at rest (encryption.py): Fernet keys, the first encrypts; empty = derived
+    # from SECRET_KEY.
+    "SECRET_KEYS": [],
 }
 
 # Field names that never go into a payload unless a model's "fields" names them explicitly:
@@ -192,6 +203,30 @@ class WebhooksSettings:
     def TEST_THROTTLE_RATE(self) -> Any:
         """DRF rate (``"10/min"``) of the API's test sends per user; ``None`` = unthrottled."""
         return self._get("TEST_THROTTLE_RATE")
+
+    @property
+    def DISABLE_AFTER_SECONDS(self) -> Any:
+        return self._get("DISABLE_AFTER_SECONDS")
+
+    @property
+    def DISABLE_AFTER_FAILURES(self) -> Any:
+        return self._get("DISABLE_AFTER_FAILURES")
+
+    @property
+    def DISABLE_WARNING_SHARE(self) -> Any:
+        return self._get("DISABLE_WARNING_SHARE")
+
+    @property
+    def NOTIFY(self) -> Any:
+        return self._get("NOTIFY")
+
+    @property
+    def NOTIFIER(self) -> Any:
+        return self._get("NOTIFIER")
+
+    @property
+    def SECRET_KEYS(self) -> Any:
+        return self._get("SECRET_KEYS")
 
 
 app_settings = WebhooksSettings()

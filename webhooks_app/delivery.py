@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from webhooks_app import __version__, http, retry, signals, signing, sql, subscriptions
+from webhooks_app import __version__, failures, http, retry, signing, sql, subscriptions
 from webhooks_app.conf import app_settings
 from webhooks_app.http import AttemptResult, OutgoingRequest
 from webhooks_app.models import (
@@ -258,11 +259,13 @@ class Recorder:
         self.attempts: list[DeliveryAttempt] = []
         self.webhook_results: dict[int, list[bool]] = {}
         self.disabled: dict[int, str] = {}
+        # The last failure per webhook in this batch, for a disable reason.
+        self.last_errors: dict[int, str] = {}
         self.first_added_at: float | None = None
         self.recorded = 0
         # Webhooks this recorder disabled (a 410), so the sender stops claiming for them.
         self.disabled_since_start: set[int] = set()
-        self._disabled_now: list[int] = []
+        self._verdicts: list[failures.Verdict] = []
 
     def __len__(self) -> int:
         return len(self.deliveries)
@@ -290,6 +293,8 @@ class Recorder:
                 self.disabled[webhook.pk] = delivery.last_error
             ok = attempt.outcome == DeliveryAttempt.Outcome.SUCCEEDED
             self.webhook_results.setdefault(delivery.webhook_id, []).append(ok)
+            if not ok:
+                self.last_errors[delivery.webhook_id] = attempt_summary(attempt)
         self._add(delivery)
 
     def add_skipped(self, delivery: Delivery, reason: str) -> None:
@@ -328,24 +333,28 @@ class Recorder:
                 .filter(pk=webhook_id, is_active=True)
                 .update(is_active=False, disabled_reason=reason, disabled_at=now)
             ):
-                self._disabled_now.append(webhook_id)
+                self._verdicts.append(failures.Verdict(webhook_id, "disabled"))
+        still_failing = [
+            webhook_id
+            for webhook_id, results in self.webhook_results.items()
+            if not results[-1] and webhook_id not in self.disabled
+        ]
+        self._verdicts += failures.judge(still_failing, now, self.using, self.last_errors)
         self.deliveries, self.attempts, self.webhook_results = [], [], {}
-        self.disabled = {}
+        self.disabled, self.last_errors = {}, {}
         self.first_added_at = None
         self.recorded += count
         return count
 
     def after_commit(self) -> None:
-        """Tell the world about webhooks the written outcomes disabled (a 410)."""
-        disabled_now, self._disabled_now = self._disabled_now, []
+        """Tell the world about webhooks the written outcomes disabled (a 410, the failure
+        policy) or put on warning."""
+        verdicts, self._verdicts = self._verdicts, []
+        disabled_now = [v.webhook_id for v in verdicts if v.kind == "disabled"]
         if disabled_now:
             subscriptions.forget()
             self.disabled_since_start.update(disabled_now)
-        for webhook_id in disabled_now:
-            webhook = Webhook.objects.using(self.using).get(pk=webhook_id)
-            signals.webhook_disabled.send(
-                sender=Webhook, webhook=webhook, reason=webhook.disabled_reason
-            )
+        failures.announce(verdicts, self.using)
 
 
 def _update_webhook_stats(
@@ -353,13 +362,28 @@ def _update_webhook_stats(
 ) -> None:
     last_ok = results[-1]
     status = DeliveryStatus.SUCCEEDED if last_ok else DeliveryStatus.FAILED
-    if True in results:
-        failures: Any = len(results) - 1 - results[::-1].index(True)
+    changes: dict[str, Any] = {"last_delivery_at": now, "last_delivery_status": status}
+    if last_ok:
+        # A success ends the run of failures, and the warning that came with it.
+        changes |= {"consecutive_failures": 0, "failing_since": None, "disable_warned_at": None}
+    elif True in results:
+        changes |= {
+            "consecutive_failures": len(results) - 1 - results[::-1].index(True),
+            "failing_since": now,
+            "disable_warned_at": None,
+        }
     else:
-        failures = F("consecutive_failures") + len(results)
-    Webhook.objects.using(using).filter(pk=webhook_id).update(
-        consecutive_failures=failures, last_delivery_at=now, last_delivery_status=status
-    )
+        changes |= {
+            "consecutive_failures": F("consecutive_failures") + len(results),
+            "failing_since": Coalesce(F("failing_since"), Value(now)),
+        }
+    Webhook.objects.using(using).filter(pk=webhook_id).update(**changes)
+
+
+def attempt_summary(attempt: DeliveryAttempt) -> str:
+    if attempt.error_class:
+        return f"{attempt.error_class}: {attempt.error_message}"[:200]
+    return f"HTTP {attempt.response_status}"
 
 
 def write_outcomes(

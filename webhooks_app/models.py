@@ -11,12 +11,13 @@ import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from webhooks_app import signing
+from webhooks_app import encryption, signing
 from webhooks_app.conf import app_settings
 from webhooks_app.ids import new_event_id
 
@@ -33,16 +34,45 @@ else:  # generic only in the stubs
     _URLFieldBase = models.URLField
 
 
+class _EndpointURLFormField(forms.URLField):
+    # rules.py judges the URL (Webhook.clean), with the message the API and the checks give;
+    # Django's own "Enter a valid URL." beside it would be a second, vaguer verdict.
+    default_validators: list[Any] = []
+
+
 class EndpointURLField(_URLFieldBase):
-    """A URL field whose form assumes https for a bare host, as Django 6 will by default."""
+    """A URL field judged by rules.py only; its form assumes https for a bare host, as
+    Django 6 does by default."""
+
+    default_validators: list[Any] = []
 
     def formfield(self, **kwargs: Any) -> Any:
-        return super().formfield(**{"assume_scheme": "https", **kwargs})
+        return super().formfield(
+            **{"form_class": _EndpointURLFormField, "assume_scheme": "https", **kwargs}
+        )
+
+
+class EncryptedSecretField(models.TextField):  # type: ignore[type-arg]
+    """A secret, encrypted in the database (encryption.py) and clear text in Python. Tokens
+    differ on every save, so a secret cannot be looked up by value (nothing does)."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
+        return None if value is None else encryption.decrypt(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return encryption.encrypt(value) if value else value
 
 
 class WebhookQuerySet(models.QuerySet["Webhook"]):
     def active(self) -> WebhookQuerySet:
         return self.filter(is_active=True)
+
+    def receiving(self) -> WebhookQuerySet:
+        """The webhooks an event makes deliveries for: the active ones, and those disabled
+        in the database (their deliveries are kept as skipped, to resend on re-enabling).
+        An endpoint declared inactive in, or removed from, settings gets none."""
+        return self.filter(Q(is_active=True) | Q(managed_by_settings=False))
 
 
 class Webhook(models.Model):
@@ -50,9 +80,9 @@ class Webhook(models.Model):
 
     name = models.CharField(max_length=200, blank=True)
     url = EndpointURLField(max_length=2000)
-    secret = models.CharField(max_length=255, default=signing.generate_secret)
+    secret = EncryptedSecretField(default=signing.generate_secret)
     # During a rotation the previous secret keeps signing alongside the new one until it expires.
-    previous_secret = models.CharField(max_length=255, blank=True)
+    previous_secret = EncryptedSecretField(blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     events = models.JSONField(
         default=list, blank=True, help_text="Event names or wildcards (user.*, *); empty = all."
@@ -91,6 +121,22 @@ class Webhook(models.Model):
     settings_key = models.CharField(max_length=2000, blank=True, editable=False)
     settings_declaration = models.JSONField(default=dict, blank=True, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    # The failure policy (failures.py): when the current run of failed attempts began, and
+    # when its owner was warned that the webhook will be disabled; both cleared by a success.
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    disable_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disable_after_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Disable after failing continuously this long; empty = "
+        "WEBHOOKS['DISABLE_AFTER_SECONDS'], 0 = never.",
+    )
+    disable_after_failures = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="...and at least this many failed attempts in a row; empty = "
+        "WEBHOOKS['DISABLE_AFTER_FAILURES'].",
+    )
     last_delivery_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_delivery_status = models.CharField(max_length=20, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -159,6 +205,21 @@ class Webhook(models.Model):
     @property
     def effective_retries(self) -> int:
         return int(self.retries if self.retries is not None else app_settings.RETRIES)
+
+    @property
+    def effective_disable_after_seconds(self) -> float | None:
+        """How long a failing run lasts before the webhook is disabled; None = never."""
+        value = self.disable_after_seconds
+        if value is None:
+            value = app_settings.DISABLE_AFTER_SECONDS
+        return float(value) if value else None
+
+    @property
+    def effective_disable_after_failures(self) -> int:
+        value = self.disable_after_failures
+        if value is None:
+            value = app_settings.DISABLE_AFTER_FAILURES
+        return int(value)
 
     @property
     def effective_max_in_flight(self) -> int:

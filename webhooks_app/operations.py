@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from webhooks_app import delivery, events, signing, subscriptions, tasks
+from webhooks_app import delivery, encryption, events, signing, subscriptions, tasks
 from webhooks_app.models import (
     Delivery,
     DeliveryAttempt,
@@ -67,6 +68,19 @@ def send_test(
     return delivery.attempt_now(row, webhook)
 
 
+def reenable_hint(webhook: Webhook, attempt: DeliveryAttempt) -> str:
+    """What a successful test of a disabled webhook should tell the person who ran it."""
+    if webhook.is_active or attempt.outcome != DeliveryAttempt.Outcome.SUCCEEDED:
+        return ""
+    return (
+        "The endpoint works, but this webhook is disabled"
+        + (f" ({webhook.disabled_reason})" if webhook.disabled_reason else "")
+        + ": re-enable it (and resend what was skipped) with the admin's 'Re-enable and "
+        "resend skipped' action, the API's POST .../enable/ with {\"resend_skipped\": true}, "
+        f"or `manage.py webhooks_enable {webhook.pk} --resend-skipped`."
+    )
+
+
 def retry_deliveries(deliveries: QuerySet[Delivery] | Iterable[Delivery]) -> int:
     """Attempt these deliveries again, now; returns how many were queued.
 
@@ -85,7 +99,11 @@ def retry_deliveries(deliveries: QuerySet[Delivery] | Iterable[Delivery]) -> int
         rows = queryset.exclude(pk__in=held).values_list("pk", "status", "attempts", "max_attempts")
         by_new_max: dict[int, list[int]] = {}
         for pk, status, attempts, max_attempts in rows:
-            new_max = max_attempts if status == DeliveryStatus.PENDING else attempts + 1
+            # A pending row keeps its retries, and so does one skipped before any attempt
+            # (a disabled webhook's): it has had none of its schedule yet.
+            never_tried = status == DeliveryStatus.SKIPPED and attempts == 0
+            keeps_schedule = status == DeliveryStatus.PENDING or never_tried
+            new_max = max(max_attempts, 1) if keeps_schedule else attempts + 1
             by_new_max.setdefault(new_max, []).append(pk)
         queued = 0
         for new_max, pks in by_new_max.items():
@@ -147,15 +165,72 @@ def rotate_secret(webhook: Webhook, *, grace: datetime.timedelta = DEFAULT_ROTAT
     return new_secret
 
 
-def enable(webhook: Webhook) -> None:
-    """Start sending to the webhook again, with a clean failure count."""
-    webhook.is_active = True
-    webhook.disabled_reason = ""
-    webhook.disabled_at = None
-    webhook.consecutive_failures = 0
-    webhook.save(
-        update_fields=["is_active", "disabled_reason", "disabled_at", "consecutive_failures"]
-    )
+def reencrypt_secrets() -> tuple[int, list[int]]:
+    """Encrypt every stored secret with the first configured key (after a key was added in
+    front of ``WEBHOOKS["SECRET_KEYS"]``); returns how many webhooks were rewritten and the
+    ids of those no configured key decrypts (left as they are)."""
+    # Read and written as stored text: the model field would decrypt (and fail on exactly
+    # the rows this must report) and encrypt anew.
+    stored = Cast("secret", output_field=TextField())
+    previous = Cast("previous_secret", output_field=TextField())
+    rewritten, unreadable = 0, []
+    for pk, secret, previous_secret in Webhook.objects.values_list("pk", stored, previous):
+        try:
+            values = [
+                encryption.reencrypt(secret or ""),
+                encryption.reencrypt(previous_secret or ""),
+            ]
+        except encryption.SecretUnreadable:
+            unreadable.append(pk)
+            continue
+        rewritten += Webhook.objects.filter(pk=pk).update(
+            secret=Value(values[0], output_field=TextField()),
+            previous_secret=Value(values[1], output_field=TextField()),
+        )
+    return rewritten, unreadable
+
+
+def enable(webhook: Webhook, *, resend_skipped: bool = False) -> int:
+    """Start sending to the webhook again, with a clean failure count. With
+    ``resend_skipped``, the deliveries skipped since it was disabled are sent again (each
+    gets one attempt, like any resend); returns how many."""
+    disabled_at = webhook.disabled_at
+    if webhook.managed_by_settings and not webhook.is_active:
+        raise OperationError(
+            "This webhook is declared in settings.WEBHOOKS['ENDPOINTS']; enable it there."
+        )
+    with transaction.atomic():
+        webhook.is_active = True
+        webhook.disabled_reason = ""
+        webhook.disabled_at = None
+        webhook.consecutive_failures = 0
+        webhook.failing_since = None
+        webhook.disable_warned_at = None
+        webhook.save(
+            update_fields=[
+                "is_active",
+                "disabled_reason",
+                "disabled_at",
+                "consecutive_failures",
+                "failing_since",
+                "disable_warned_at",
+                "updated_at",
+            ]
+        )
+        if not resend_skipped:
+            return 0
+        return retry_deliveries(skipped_while_disabled(webhook, disabled_at))
+
+
+def skipped_while_disabled(
+    webhook: Webhook, disabled_at: datetime.datetime | None
+) -> QuerySet[Delivery]:
+    """The deliveries of ``webhook`` skipped since ``disabled_at`` (what re-enabling resends)."""
+    skipped = Delivery.objects.filter(webhook=webhook, status=DeliveryStatus.SKIPPED)
+    if disabled_at is None:
+        return skipped.none()
+    # Skipped when created (the webhook was already disabled) or when it came due.
+    return skipped.filter(completed_at__gte=disabled_at)
 
 
 def disable(webhook: Webhook, reason: str = "Disabled by an operator.") -> None:

@@ -28,6 +28,7 @@ MAX_IN_FLIGHT_LIMIT = 10_000
 RATE_LIMIT_MAX = 10_000.0
 SIGNATURE_PREFIX_MAX = 32
 SECRET_MIN_LENGTH = 16
+SECRET_MAX_LENGTH = 255
 METHODS = ("POST", "PUT", "PATCH")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Headers a webhook's own headers may not replace: what receivers verify and route on.
@@ -209,6 +210,8 @@ def secret_problems(secret: Any) -> list[Problem]:
                 f"Must be at least {SECRET_MIN_LENGTH} characters (a whsec_ secret is 46).",
             )
         ]
+    if len(secret) > SECRET_MAX_LENGTH:
+        return [Problem("secret", f"Must be at most {SECRET_MAX_LENGTH} characters.")]
     if any(ch.isspace() or not ch.isprintable() for ch in secret):
         return [Problem("secret", "Must not contain spaces or control characters.")]
     return []

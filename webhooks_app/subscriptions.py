@@ -2,14 +2,16 @@
 
 Two questions, answered in two places:
 
-* ``anyone_subscribed()`` runs in the writer, on every watched save: is there any active
-  webhook this event could go to? It reads a per-process copy of the active subscriptions,
-  refreshed every ``SUBSCRIPTION_CACHE_SECONDS`` and at once when this process saves or
-  deletes a webhook, so a save costs no query for it. Another process sees a new or changed
-  webhook within ``SUBSCRIPTION_CACHE_SECONDS``.
-* ``subscribed_webhooks()`` runs in the worker when it creates an event's deliveries, against
-  the webhooks as they are then (one query per batch of events). A webhook deactivated since
-  the save gets nothing; the copy in the writer only decides whether an event is stored.
+* ``anyone_subscribed()`` runs in the writer, on every watched save: is there any webhook
+  this event could go to (active, or disabled: its deliveries are kept as skipped)? It
+  reads a per-process copy of the subscriptions, refreshed every
+  ``SUBSCRIPTION_CACHE_SECONDS`` and at once when this process saves or deletes a webhook,
+  so a save costs no query for it. Another process sees a new or changed webhook within
+  ``SUBSCRIPTION_CACHE_SECONDS``.
+* ``receiving_webhooks()`` runs in the worker when it creates an event's deliveries, against
+  the webhooks as they are then (one query per batch of events). A webhook disabled since
+  the save gets them as skipped; the copy in the writer only decides whether an event is
+  stored.
 
 Matching is done in Python over the active webhooks, not with JSON lookups in SQL, so it works
 the same on SQLite and PostgreSQL (``JSONField__contains`` is not supported on SQLite). The
@@ -61,12 +63,18 @@ def active_webhooks(using: str) -> list[Webhook]:
     return list(Webhook.objects.using(using).active().order_by("id"))
 
 
+def receiving_webhooks(using: str) -> list[Webhook]:
+    """The webhooks an event makes deliveries for now (``Webhook.objects.receiving()``):
+    the active ones, and disabled ones, whose deliveries are created skipped."""
+    return list(Webhook.objects.using(using).receiving().order_by("id"))
+
+
 def subscribed_webhooks(event_name: str, model_name: str, *, using: str) -> list[Webhook]:
     return matching(active_webhooks(using), event_name, model_name)
 
 
 class _Subscriptions:
-    """One process's copy of the active webhooks' (events, models), per database."""
+    """One process's copy of the receiving webhooks' (events, models), per database."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -80,7 +88,8 @@ class _Subscriptions:
         # under the lock: creating them sends post_save, which calls forget().)
         sync.ensure_synced(using=using)
         with self.lock:
-            rows = Webhook.objects.using(using).active().values_list("events", "models")
+            # Disabled webhooks too: their events are kept, as skipped deliveries.
+            rows = Webhook.objects.using(using).receiving().values_list("events", "models")
             subscriptions = [(list(events or []), list(models or [])) for events, models in rows]
             ttl = float(app_settings.SUBSCRIPTION_CACHE_SECONDS)
             self.copies[using] = (time.monotonic() + ttl, subscriptions)
@@ -95,7 +104,7 @@ _subscriptions = _Subscriptions()
 
 
 def anyone_subscribed(event_name: str, model_name: str, *, using: str) -> bool:
-    """Whether an active webhook (as this process last saw them) wants this event."""
+    """Whether a receiving webhook (as this process last saw them) wants this event."""
     return any(
         is_subscribed(events, models, event_name, model_name)
         for events, models in _subscriptions.get(using)

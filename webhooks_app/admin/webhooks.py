@@ -79,6 +79,8 @@ class WebhookForm(forms.ModelForm):
             "rate_limit",
             "signature_header",
             "signature_prefix",
+            "disable_after_seconds",
+            "disable_after_failures",
         ]
 
     # Every rule is the model's (Webhook.clean, which runs rules.py): the admin refuses what
@@ -98,7 +100,14 @@ class WebhookAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "managed_by_settings", "last_delivery_status", "method"]
     search_fields = ["name", "url"]
     list_select_related = ["owner"]
-    actions = ["send_test_event", "enable", "disable", "rotate_secret", "recover_failed"]
+    actions = [
+        "send_test_event",
+        "enable",
+        "enable_and_resend",
+        "disable",
+        "rotate_secret",
+        "recover_failed",
+    ]
     change_form_template = "admin/webhooks_app/webhook/change_form.html"
     form = WebhookForm
     fieldsets = [
@@ -124,7 +133,11 @@ class WebhookAdmin(admin.ModelAdmin):
             "Health",
             {
                 "fields": [
+                    "disable_after_seconds",
+                    "disable_after_failures",
                     "consecutive_failures",
+                    "failing_since",
+                    "disable_warned_at",
                     "last_delivery_at",
                     "last_delivery_status",
                     "created_at",
@@ -142,6 +155,8 @@ class WebhookAdmin(admin.ModelAdmin):
         "declaration",
         "recent_deliveries",
         "consecutive_failures",
+        "failing_since",
+        "disable_warned_at",
         "last_delivery_at",
         "last_delivery_status",
         "created_at",
@@ -278,9 +293,26 @@ class WebhookAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        self._enable(request, queryset, resend_skipped=False)
+
+    @admin.action(description="Re-enable and resend skipped", permissions=["change"])
+    def enable_and_resend(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        self._enable(request, queryset, resend_skipped=True)
+
+    def _enable(
+        self, request: HttpRequest, queryset: QuerySet[Webhook], *, resend_skipped: bool
+    ) -> None:
         for webhook in queryset:
-            operations.enable(webhook)
-        messages.success(request, f"Enabled {len(queryset)} webhook(s).")
+            try:
+                resent = operations.enable(webhook, resend_skipped=resend_skipped)
+            except operations.OperationError as exc:
+                messages.error(request, f"{webhook}: {exc}")
+                continue
+            text = f"Enabled {webhook}."
+            if resend_skipped:
+                noun = "delivery" if resent == 1 else "deliveries"
+                text = f"Enabled {webhook} and queued {resent} skipped {noun} to send again."
+            messages.success(request, text)
 
     @admin.action(description="Disable", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
@@ -436,6 +468,9 @@ def send_test_and_report(request: HttpRequest, webhook: Webhook) -> None:
     else:
         result = f"{attempt.error_class}: {attempt.error_message[:200]}"
     text = f"Test event to {webhook}: {result} in {attempt.duration_ms} ms."
+    hint = operations.reenable_hint(webhook, attempt)
+    if hint:
+        text += f" {hint}"
     if attempt.outcome == attempt.Outcome.SUCCEEDED:
         messages.success(request, text)
     else:

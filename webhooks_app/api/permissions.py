@@ -31,9 +31,10 @@ WRITE_PERMISSIONS = {
     "update": "webhooks_app.change_webhook",
     "partial_update": "webhooks_app.change_webhook",
     "destroy": "webhooks_app.delete_webhook",
+    "enable": "webhooks_app.change_webhook",
 }
 # Actions that change a webhook itself; settings-declared webhooks refuse them.
-WRITE_ACTIONS = frozenset({"update", "partial_update", "destroy", "rotate_secret"})
+WRITE_ACTIONS = frozenset({"update", "partial_update", "destroy", "rotate_secret", "enable"})
 
 
 def is_manager(user: Any) -> bool:

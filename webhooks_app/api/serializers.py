@@ -127,9 +127,13 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             "signature_prefix",
             "is_active",
             "disabled_reason",
+            "disabled_at",
+            "disable_after_seconds",
+            "disable_after_failures",
             "managed_by_settings",
             "owner",
             "consecutive_failures",
+            "failing_since",
             "last_delivery_at",
             "last_delivery_status",
             "previous_secret_expires_at",
@@ -138,6 +142,7 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         ]
         read_only_fields = [
             "disabled_reason",
+            "disabled_at",
             "owner",
             "previous_secret_expires_at",
             "updated_at",
@@ -211,11 +216,17 @@ class TestResultSerializer(serializers.Serializer[Any]):
     error_class = serializers.CharField()
     error = serializers.CharField(source="error_message")
     response_excerpt = serializers.SerializerMethodField()
+    hint = serializers.SerializerMethodField(
+        help_text="What to do next, e.g. how to re-enable a disabled webhook that answered."
+    )
 
     EXCERPT_CHARS = 1000
 
     def get_response_excerpt(self, attempt: Any) -> str:
         return str(attempt.response_body)[: self.EXCERPT_CHARS]
+
+    def get_hint(self, attempt: Any) -> str:
+        return operations.reenable_hint(attempt.delivery.webhook, attempt)
 
 
 class RotateSecretSerializer(RejectUnknownFieldsMixin, serializers.Serializer[Any]):
@@ -247,6 +258,14 @@ class RecoverSerializer(RejectUnknownFieldsMixin, serializers.Serializer[Any]):
         if attrs["since"] > timezone.now():
             raise serializers.ValidationError({"since": ["Must not be in the future."]})
         return attrs
+
+
+class EnableSerializer(RejectUnknownFieldsMixin, serializers.Serializer[Any]):
+    resend_skipped = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also send again the deliveries skipped since the webhook was disabled.",
+    )
 
 
 class QueuedSerializer(serializers.Serializer[Any]):

@@ -26,6 +26,7 @@ from webhooks_app.api import history
 from webhooks_app.api.filters import DeliveryFilter, EventFilter
 from webhooks_app.api.permissions import CanUseWebhooksAPI, SettingsEndpointsReadOnly, is_manager
 from webhooks_app.api.serializers import (
+    EnableSerializer,
     QueuedSerializer,
     RecoverSerializer,
     RotateSecretResultSerializer,
@@ -154,6 +155,22 @@ class WebhookViewSet(viewsets.ModelViewSet[Webhook]):
             "previous_secret_expires_at": webhook.previous_secret_expires_at,
         }
         return Response(RotateSecretResultSerializer(result).data)
+
+    @extend_schema(request=EnableSerializer, responses=QueuedSerializer)
+    @action(detail=True, methods=["post"])
+    def enable(self, request: Request, pk: str | None = None) -> Response:
+        """Enable the webhook again; with ``resend_skipped``, also queue the deliveries
+        skipped since it was disabled. Answers how many were queued."""
+        webhook = self.get_object()
+        body = EnableSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            queued = operations.enable(
+                webhook, resend_skipped=body.validated_data["resend_skipped"]
+            )
+        except operations.OperationError as exc:
+            raise _operation_failed(exc) from None
+        return Response({"queued": queued})
 
     @extend_schema(request=RecoverSerializer, responses={202: QueuedSerializer})
     @action(detail=True, methods=["post"])

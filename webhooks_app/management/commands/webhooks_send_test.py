@@ -87,6 +87,9 @@ it did not (or could not be reached), 2 for bad arguments."""
             attempt.response_body,
             f"{attempt.error_class}: {attempt.error_message}" if attempt.error_class else "",
         )
+        hint = operations.reenable_hint(webhook, attempt)
+        if hint:
+            self.stdout.write(hint)
 
     def _data(self, text: str | None) -> Any:
         if text is None:

@@ -1,0 +1,116 @@
+"""Webhook secrets at rest: encrypted, so a database dump or a read-only SQL console shows no
+signing key.
+
+Fernet from ``cryptography`` (AES-128-CBC with an HMAC-SHA256, a timestamped token), through
+``MultiFernet``: the first key encrypts, every key decrypts, so a key is rotated by putting a
+new one first in ``WEBHOOKS["SECRET_KEYS"]``, running ``manage.py webhooks_reencrypt``, then
+removing the old one. Without ``SECRET_KEYS`` the key is derived (HKDF) from Django's
+``SECRET_KEY``, and keys derived from ``SECRET_KEY_FALLBACKS`` decrypt too; check W004 says so
+outside DEBUG, because rotating ``SECRET_KEY`` then makes every secret unreadable unless the
+old one stays in the fallbacks until the secrets are re-encrypted.
+
+A stored secret is ``fernet:`` and a token. A value without that prefix is a clear-text
+secret written before migration 0005 (which encrypts them all) and is read as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+from webhooks_app.conf import app_settings
+
+PREFIX = "fernet:"
+_HKDF_SALT = b"django-webhooks: webhook secrets at rest"
+
+
+class SecretUnreadable(ValueError):
+    """A stored secret that none of the configured keys decrypts."""
+
+
+def parse_keys(value: object) -> list[bytes]:
+    """``WEBHOOKS["SECRET_KEYS"]`` as Fernet keys; ValueError naming the entry if malformed."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("must be a list of Fernet keys (Fernet.generate_key())")
+    keys = []
+    for index, entry in enumerate(value):
+        raw = entry.encode() if isinstance(entry, str) else entry
+        try:
+            Fernet(raw)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"entry {index} is not a Fernet key (32 url-safe base64-encoded bytes, "
+                "as Fernet.generate_key() makes)"
+            ) from None
+        keys.append(raw)
+    return keys
+
+
+def derived_key(secret_key: str) -> bytes:
+    material = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=b"fernet key"
+    ).derive(secret_key.encode())
+    return base64.urlsafe_b64encode(material)
+
+
+def configured() -> bool:
+    return bool(app_settings.SECRET_KEYS)
+
+
+def _keys() -> tuple[bytes, ...]:
+    try:
+        keys = parse_keys(app_settings.SECRET_KEYS)
+    except ValueError:  # check E031 reports it; nothing can be encrypted meanwhile
+        raise SecretUnreadable("WEBHOOKS['SECRET_KEYS'] is not a list of Fernet keys") from None
+    if keys:
+        return tuple(keys)
+    django_keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return tuple(derived_key(str(key)) for key in django_keys if key)
+
+
+@functools.lru_cache(maxsize=8)
+def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key) for key in keys])
+
+
+def fernet() -> MultiFernet:
+    return _fernet(_keys())
+
+
+def is_encrypted(stored: str) -> bool:
+    return stored.startswith(PREFIX)
+
+
+def encrypt(secret: str) -> str:
+    if not secret:
+        return ""
+    return PREFIX + fernet().encrypt(secret.encode()).decode()
+
+
+def decrypt(stored: str) -> str:
+    if not is_encrypted(stored):
+        return stored
+    try:
+        return fernet().decrypt(stored.removeprefix(PREFIX).encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable(
+            "a webhook secret was encrypted with a key that is not in WEBHOOKS['SECRET_KEYS'] "
+            "(or, without it, not SECRET_KEY or SECRET_KEY_FALLBACKS)"
+        ) from None
+
+
+def reencrypt(stored: str) -> str:
+    """The stored value, encrypted with the first key (clear text is encrypted)."""
+    if not stored:
+        return ""
+    if not is_encrypted(stored):
+        return encrypt(stored)
+    try:
+        return PREFIX + fernet().rotate(stored.removeprefix(PREFIX).encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable("no configured key decrypts this secret") from None
