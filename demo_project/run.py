@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,8 +50,30 @@ def stop(name: str, process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:``port``. Checked before anything
+    starts: the demo's endpoints point at this port, so a cluster started next to another
+    program on it would send the demo's deliveries (and retries) to that program."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def main() -> int:
     port = os.environ.get("WEBHOOKS_DEMO_PORT", "8000")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        print(f"WEBHOOKS_DEMO_PORT must be a port number, got {port!r}.", file=sys.stderr)
+        return 2
+    if port_in_use(int(port)):
+        print(
+            f"Port {port} is in use by another program; stop it, or run the demo on another "
+            f"port: WEBHOOKS_DEMO_PORT=8001 make demo",
+            file=sys.stderr,
+        )
+        return 1
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

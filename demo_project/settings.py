@@ -26,6 +26,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin: its admin/index.html adds the "no worker" warning.
+    "webhooks_app",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -38,7 +40,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI's files, served by staticfiles from this package instead of a CDN.
     "drf_spectacular_sidecar",
-    "webhooks_app",
     "demo_project.blog",
     "demo_project.receiver",
 ]

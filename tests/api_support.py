@@ -14,8 +14,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory, WebhookFactory
+from tests.fake_dns import fake_resolve
 
-PUBLIC_ADDRESS = "93.184.216.34"
 RESEND_PERMS = [
     "test_webhook",
     "recover_webhook",
@@ -25,20 +25,6 @@ RESEND_PERMS = [
     "change_webhook",
     "delete_webhook",
 ]
-
-
-def fake_resolve(host: str, port: int) -> list[str]:
-    if host.endswith(".internal"):
-        return ["10.0.0.5"]
-    if host == "metadata.test":
-        return ["169.254.169.254"]
-    if host == "v6.test":
-        return ["fd00:ec2::254"]
-    if host == "mixed.test":
-        return [PUBLIC_ADDRESS, "127.0.0.2"]
-    if host.endswith(".invalid"):
-        raise OSError("Name or service not known")
-    return [PUBLIC_ADDRESS]
 
 
 @pytest.fixture

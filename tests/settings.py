@@ -18,6 +18,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ALLOWED_HOSTS = ["*"]
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin: its admin/index.html adds the "no worker" warning.
+    "webhooks_app",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -27,7 +29,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
-    "webhooks_app",
     "tests",
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -10,9 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.factories import ArticleFactory, UserFactory, WebhookFactory
+from tests.fake_dns import fake_resolve
 from tests.receiver import Response
-from webhooks_app import signing
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Webhook
+from webhooks_app import signing, tasks
+from webhooks_app.models import Delivery, DeliveryStatus, Event, Lease, Webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +75,30 @@ def test_index_links_the_health_page(admin_client):
     response = admin_client.get(reverse("admin:index"))
 
     assert url("deliveryhealth_changelist") in response.content.decode()
+
+
+def test_index_warns_when_deliveries_are_due_and_no_worker_is_alive(admin_client, webhook):
+    quiet = admin_client.get(reverse("admin:index")).content.decode()
+    Delivery.objects.create(
+        event=Event.objects.create(name="create", model="article", body="{}"),
+        webhook=webhook,
+        status="pending",
+        next_attempt_at=timezone.now() - datetime.timedelta(seconds=46),
+    )
+    down = admin_client.get(reverse("admin:index")).content.decode()
+    Lease.objects.create(
+        name=tasks.TICKER_LEASE,
+        owner="a-worker",
+        expires_at=timezone.now() + datetime.timedelta(seconds=4),
+    )
+    alive = admin_client.get(reverse("admin:index")).content.decode()
+    health = admin_client.get(url("deliveryhealth_changelist")).content.decode()
+
+    assert "webhooks-workers-down" not in quiet  # nothing due: nothing to warn about
+    assert "webhooks-workers-down" in down
+    assert "no worker seen (is a qcluster running?)" in down
+    assert "webhooks-workers-down" not in alive
+    assert "alive (seen 1 s ago)" in health
 
 
 @pytest.mark.parametrize(
@@ -272,6 +298,8 @@ def test_managed_webhook_is_read_only(admin_client):
     assert "Declared in settings" in content
     assert "A" * 40 not in content
     assert "Rotate secret" not in content
+    assert 'name="_save"' not in content  # nothing here can be saved
+    assert 'name="_continue"' not in content
 
 
 def test_send_test_action_reports_the_result(admin_client, webhook, receiver):
@@ -538,10 +566,9 @@ def test_admin_form_refuses_headers_that_would_break_sending(admin_client, db):
             "name": hook.name,
             "url": "https://hooks.example.com/",
             "is_active": "on",
-            "events": "[]",
-            "models": "[]",
             "method": "POST",
-            "headers": '{"X-A": "a\\r\\nInjected: 1"}',
+            "headers_name": ["X-A"],
+            "headers_value": ["a\r\nInjected: 1"],
             "timeout": "",
             "retries": "",
             "signature_header": "",
@@ -564,3 +591,168 @@ def test_response_credentials_are_not_stored(webhook, receiver, django_capture_o
         ArticleFactory()
 
     assert DeliveryAttempt.objects.get().response_headers["Set-Cookie"] == "[redacted]"
+
+
+def test_adding_a_webhook_shows_its_secret_once_on_a_page_never_cached(admin_client, monkeypatch):
+    monkeypatch.setattr("webhooks_app.targets.resolve", fake_resolve)  # no real DNS
+    response = admin_client.post(url("webhook_add"), add_form_data())
+    webhook = Webhook.objects.get()
+    page = response.content.decode()
+    change_page = admin_client.get(url("webhook_change", webhook.pk)).content.decode()
+
+    assert response.status_code == 200, page
+    assert "no-store" in response["Cache-Control"]
+    assert f'<code id="webhooks-new-secret" class="webhooks-secret">{webhook.secret}</code>' in page
+    assert "webhooks-copy-secret" in page
+    assert webhook.secret not in change_page  # masked from now on
+
+
+def test_a_delivery_waiting_for_its_retry_says_retrying_and_when(admin_client, webhook):
+    event = Event.objects.create(name="create", model="article", body="{}")
+    due = timezone.now().replace(microsecond=0) + datetime.timedelta(seconds=4)
+    Delivery.objects.create(
+        event=event, webhook=webhook, status="pending", attempts=1, next_attempt_at=due
+    )
+    Delivery.objects.create(
+        event=event, webhook=webhook, status="pending", attempts=0, next_attempt_at=due
+    )
+    Delivery.objects.update(created_at=timezone.now() - datetime.timedelta(seconds=30))
+
+    content = admin_client.get(url("delivery_changelist")).content.decode()
+
+    assert content.count("Retrying</span>") == 1
+    assert "next attempt <time" in content
+    assert f'title="{due:%Y-%m-%d %H:%M:%S} UTC">in ' in content
+    assert "… Pending</span>" in content  # the first attempt still to come
+    assert " ago</time>" in content  # created, relative, exact on hover
+
+
+def add_form_data(**changes):
+    data = {
+        "name": "CRM",
+        "url": "https://crm.example.com/hook",
+        "is_active": "on",
+        "method": "POST",
+        "headers_name": ["", ""],
+        "headers_value": ["", ""],
+    }
+    data.update(changes)
+    return data
+
+
+def test_the_form_offers_the_catalogue_wildcards_and_watched_models(admin_client):
+    page = admin_client.get(url("webhook_add")).content.decode()
+
+    for value in ("*", "user.*", "create", "update", "backup.complete", "user.login"):
+        assert f'type="checkbox" name="events" value="{value}"' in page
+    for model in ("article", "account", "invoice", "user"):
+        assert f'type="checkbox" name="models" value="{model}"' in page
+    assert 'name="headers_name"' in page
+    assert "Enter a valid JSON" not in page
+
+
+def test_the_form_saves_choices_and_header_rows(admin_client, monkeypatch):
+    monkeypatch.setattr("webhooks_app.targets.resolve", fake_resolve)
+    data = add_form_data(
+        events=["create", "user.*"],
+        models=["article"],
+        headers_name=["X-Tenant", "", ""],
+        headers_value=["acme", "", ""],
+    )
+
+    response = admin_client.post(url("webhook_add"), data)
+
+    assert response.status_code == 200
+    webhook = Webhook.objects.get()
+    assert webhook.events == ["create", "user.*"]
+    assert webhook.models == ["article"]
+    assert webhook.headers == {"X-Tenant": "acme"}
+
+
+def test_the_form_refuses_a_protected_header_with_the_apis_message(
+    admin_client, monkeypatch, staff_api_client
+):
+    monkeypatch.setattr("webhooks_app.targets.resolve", fake_resolve)
+    data = add_form_data(headers_name=["webhook-id"], headers_value=["x"])
+    api = staff_api_client.post(
+        "/api/webhooks/",
+        {"url": "https://crm.example.com/hook", "headers": {"webhook-id": "x"}},
+        format="json",
+    ).json()
+
+    response = admin_client.post(url("webhook_add"), data)
+
+    assert not Webhook.objects.exists()
+    assert api["headers"][0] in response.content.decode().replace("&#x27;", "'")
+
+
+def test_a_credential_header_is_shown_redacted_and_kept_when_saved_unchanged(
+    admin_client, monkeypatch
+):
+    monkeypatch.setattr("webhooks_app.targets.resolve", fake_resolve)
+    hook = WebhookFactory(
+        url="https://crm.example.com/hook",
+        events=["custom.thing.*"],
+        headers={"Authorization": "Bearer s3cret", "X-Tenant": "acme"},
+    )
+    page = admin_client.get(url("webhook_change", hook.pk)).content.decode()
+    assert "s3cret" not in page
+    assert 'value="[redacted]"' in page
+    assert re.search(r'value="custom\.thing\.\*"[^>]*checked', page)  # made elsewhere, kept
+
+    admin_client.post(
+        url("webhook_change", hook.pk),
+        add_form_data(
+            url=hook.url,
+            events=["custom.thing.*"],
+            headers_name=["Authorization", "X-Tenant"],
+            headers_value=["[redacted]", "acme2"],
+        ),
+    )
+
+    hook.refresh_from_db()
+    assert hook.headers == {"Authorization": "Bearer s3cret", "X-Tenant": "acme2"}
+
+
+@pytest.fixture
+def staff_api_client(db):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_the_webhook_page_charts_its_deliveries_by_outcome_and_latency(admin_client, webhook):
+    from webhooks_app import stats
+
+    event = Event.objects.create(name="create", model="article", body="{}")
+    now = timezone.now()
+    rows = [("succeeded", 1, 100)] * 18 + [("succeeded", 1, 900)] * 2 + [("failed", 4, 5000)]
+    rows += [("pending", 1, 30), ("pending", 0, None)]  # one retrying, one first attempt
+    for status, attempts, duration in rows:
+        Delivery.objects.create(
+            event=event,
+            webhook=webhook,
+            status=status,
+            attempts=attempts,
+            last_duration_ms=duration,
+            next_attempt_at=now + datetime.timedelta(minutes=5),
+        )
+    Delivery.objects.filter(webhook=webhook).update(created_at=now - datetime.timedelta(hours=2))
+
+    buckets = stats.webhook_activity(
+        webhook.pk, now - datetime.timedelta(hours=24), now, datetime.timedelta(hours=1)
+    )
+    page = admin_client.get(url("webhook_change", webhook.pk)).content.decode()
+    week = admin_client.get(url("webhook_change", webhook.pk) + "?window=7d").content.decode()
+
+    (busy,) = [b for b in buckets if b.succeeded]
+    assert (busy.succeeded, busy.failed, busy.retrying) == (20, 1, 1)
+    assert (busy.p50_ms, busy.p95_ms) == (100, 900)
+    assert len(buckets) == 24
+    assert 'id="webhooks-activity-chart"' in page
+    assert page.count('class="webhooks-bar-succeeded"') == 1
+    assert page.count('class="webhooks-bar-retrying"') == 1
+    assert 'id="webhooks-latency-p95"' in page
+    assert "Deliveries and latency, last 7d" in week

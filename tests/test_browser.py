@@ -11,8 +11,10 @@ Screenshots go to ``tests/_artifacts/screenshots`` or to ``$WEBHOOKS_SCREENSHOTS
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +164,79 @@ def test_operator_finds_a_failed_delivery_and_retries_it(live_admin, page, recei
     page.click("a:text-is('Health overview')")
     page.wait_for_selector("#webhooks-success-chart")
     shoot(page, "health")
+
+
+def test_the_3am_path_from_the_banner_to_a_delivered_retry(live_admin, page, receiver):
+    """A failing webhook and no worker running: the banner says so, the webhook page says
+    why in plain words and when the next attempt is, the URL is fixed, a retry delivers."""
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "admin")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: every attempt is refused
+    # Subscribed to creates only: the admin's own log-in (user.login) must not set off a
+    # delivery run in this sync-mode test while the operator looks around.
+    hook = WebhookFactory(
+        name="Customer X",
+        url=f"http://127.0.0.1:{dead_port}/hook",
+        retries=3,
+        events=["create"],
+    )
+    ArticleFactory(title="Order 1001")  # attempted at once (sync queue): refused, retrying
+    failing = Delivery.objects.get()
+    assert (failing.status, failing.attempts) == (DeliveryStatus.PENDING, 1)
+    # Overdue, and no worker to send it: what the operator is woken up for.
+    Delivery.objects.filter(pk=failing.pk).update(
+        next_attempt_at=failing.next_attempt_at - datetime.timedelta(minutes=2)
+    )
+
+    page.goto(f"{live_admin}/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin")
+    page.click("input[type=submit]")
+    banner = page.wait_for_selector("#webhooks-workers-down")
+    assert "no worker seen" in banner.inner_text()
+    shoot(page, "index-no-worker")
+
+    page.goto(f"{live_admin}/admin/webhooks_app/webhook/")
+    page.click("a:text-is('Customer X')")
+    recent = page.wait_for_selector("#webhooks-recent")
+    assert f"Connection refused (127.0.0.1:{dead_port})" in recent.inner_text()
+    assert "Retrying" in recent.inner_text()
+    page.locator("#webhooks-recent").scroll_into_view_if_needed()
+    shoot(page, "webhook-failing")
+
+    page.click(f"#webhooks-recent a:text-is('{failing.pk}')")
+    page.wait_for_selector("#webhooks-attempts")
+    assert "Connection refused" in page.inner_text("#webhooks-attempts")
+    status = page.inner_text(".field-status_display")
+    assert "Retrying" in status
+    assert "due since 2 min ago" in status  # overdue: no worker is sending
+    assert page.get_attribute(".field-status_display time", "title").endswith(" UTC")
+    shoot(page, "delivery-retrying")
+
+    # The customer moved their endpoint: fix the URL, then retry.
+    page.goto(f"{live_admin}/admin/webhooks_app/webhook/{hook.pk}/change/")
+    page.fill("#id_url", receiver.url)
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist")
+    page.goto(f"{live_admin}/admin/webhooks_app/delivery/{failing.pk}/change/")
+    page.click("#webhooks-retry-now")
+    page.wait_for_selector("ul.messagelist")
+    page.reload()
+    assert "Succeeded" in page.inner_text(".field-status_display")
+    assert "HTTP 200" in page.inner_text("#webhooks-attempts")
+    shoot(page, "delivery-delivered")
+    assert len(receiver.requests) == 1
+
+    # A new webhook: its secret is on the page once, and masked from then on.
+    page.goto(f"{live_admin}/admin/webhooks_app/webhook/add/")
+    page.fill("#id_name", "Billing")
+    page.fill("#id_url", receiver.url)
+    page.click("input[name=_save]")
+    shown = page.wait_for_selector("#webhooks-new-secret").inner_text()
+    created = hook.__class__.objects.get(name="Billing")
+    assert shown == created.secret
+    shoot(page, "webhook-created-secret")
+    page.goto(f"{live_admin}/admin/webhooks_app/webhook/{created.pk}/change/")
+    assert created.secret not in page.content()

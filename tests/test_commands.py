@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import operations, signing
-from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from webhooks_app import operations, signing, tasks
+from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, Lease
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -158,7 +158,7 @@ def test_send_test_ad_hoc_unreachable_exits_1(db):
 
     assert code == 1
     assert "< no response" in output
-    assert "ConnectionError" in message
+    assert "the endpoint did not answer 2xx: Connection refused (127.0.0.1:9)" in message
 
 
 def test_send_test_queue_goes_through_the_workers(
@@ -205,13 +205,13 @@ def test_retry_resends_failed_deliveries_with_progress(
     assert failed.status == DeliveryStatus.SUCCEEDED
     assert "Retrying [" in output
     assert "1/1 (100%)" in output
-    assert "Queued 1 of 1 deliveries" in output
+    assert "Queued 1 of 1 delivery for another attempt." in output
 
 
 def test_retry_dry_run_changes_nothing(failed, receiver):
     output = run("webhooks_retry", "--webhook", failed.webhook.name, "--dry-run")
 
-    assert "Would retry 1 deliveries" in output
+    assert "Would retry 1 delivery (dry run" in output
     assert failed.event_id in output
     failed.refresh_from_db()
     assert failed.attempts == 1
@@ -230,7 +230,8 @@ def test_retry_dry_run_changes_nothing(failed, receiver):
 def test_retry_selection(failed, args, matches):
     output = run("webhooks_retry", *args, "--dry-run")
 
-    assert f"Would retry {matches} deliveries" in output
+    noun = "delivery" if matches == 1 else "deliveries"
+    assert f"Would retry {matches} {noun} (dry run" in output
 
 
 def test_retry_by_event_id(failed):
@@ -257,14 +258,14 @@ def test_prune_deletes_by_age_and_status(failed, webhook, receiver):
     dry = run("webhooks_prune", "--dry-run")
     output = run("webhooks_prune", "--batch-size", "1")
 
-    assert "Would delete 1 deliveries" in dry
-    assert "Deleted 1 deliveries, 1 attempts and 1 events." in output
+    assert "Would delete 1 delivery with" in dry
+    assert "Deleted 1 delivery, 1 attempt and 1 event." in output
     assert not Delivery.objects.filter(pk=succeeded.pk).exists()
     assert Delivery.objects.filter(pk=failed.pk).exists()  # failed: kept for 90 days
     assert Event.objects.filter(pk=failed.event_id).exists()
 
     output = run("webhooks_prune", "--failed-age", "30d")
-    assert "Deleted 1 deliveries" in output
+    assert "Deleted 1 delivery" in output
     assert Event.objects.count() == 0
 
 
@@ -288,14 +289,44 @@ def test_prune_refuses_tiny_ages(db):
 # --- webhooks_status -------------------------------------------------------------------------
 
 
-def test_status_healthy_exits_zero(webhook):
+@pytest.fixture
+def worker_alive(db):
+    """What a running cluster leaves: its ticker's lease, renewed a moment ago."""
+    renewed = timezone.now() - datetime.timedelta(seconds=1)
+    Lease.objects.create(
+        name=tasks.TICKER_LEASE,
+        owner="a-worker",
+        expires_at=renewed + datetime.timedelta(seconds=tasks.ticker_lease_seconds()),
+    )
+
+
+def test_status_healthy_exits_zero(webhook, worker_alive):
     output = run("webhooks_status", "--max-due", "10", "--max-oldest", "5m")
 
+    assert "workers:                alive (seen 1 s ago)" in output
     assert "deliveries due now:     0" in output
     assert "none" in output
 
 
-def test_status_thresholds_exit_1(failed, webhook):
+def test_status_says_no_worker_was_ever_seen_and_exits_1(webhook):
+    code, message, _ = run_failing("webhooks_status")
+
+    assert code == 1
+    assert message == "no worker seen (is a qcluster running?)"
+    assert run("webhooks_status", "--no-worker-check").startswith("workers:")
+
+
+def test_status_says_how_long_no_worker_was_seen(webhook):
+    stopped = timezone.now() - datetime.timedelta(minutes=2)
+    Lease.objects.create(name=tasks.TICKER_LEASE, owner="gone", expires_at=stopped)
+
+    code, message, _ = run_failing("webhooks_status", "--json")
+
+    assert code == 1
+    assert "no worker seen for 2 min" in message
+
+
+def test_status_thresholds_exit_1(failed, webhook, worker_alive):
     Delivery.objects.create(
         event=failed.event,
         webhook=webhook,
@@ -316,14 +347,14 @@ def test_status_thresholds_exit_1(failed, webhook):
     )
 
     assert code == 1
-    assert "1 deliveries due (max 0)" in message
+    assert "1 delivery due (max 0)" in message
     assert "waited 600s" in message
-    assert "1 failed attempts in the last hour" in message
+    assert "1 failed attempt in the last hour" in message
     assert "is disabled: 410 Gone" in message
     assert f"webhook {webhook.pk} ({webhook}): 410 Gone" in output
 
 
-def test_status_json(failed):
+def test_status_json(failed, worker_alive):
     output = run("webhooks_status", "--json")
 
     report = json.loads(output)
@@ -332,6 +363,7 @@ def test_status_json(failed):
         {"webhook_id": failed.webhook_id, "webhook": str(failed.webhook), "failures": 1}
     ]
     assert report["problems"] == []
+    assert report["workers_alive"] is True
 
 
 # --- webhooks_listen -------------------------------------------------------------------------

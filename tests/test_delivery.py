@@ -187,7 +187,7 @@ def test_delivery_fails_visibly_when_retries_are_spent(receiver, save_and_send, 
     row = Delivery.objects.get()
     assert row.status == "failed"
     assert row.attempts == 2
-    assert row.last_error == "HTTP 500"
+    assert row.last_error == "HTTP 500 (boom)"  # the status and the start of what it said
     assert row.completed_at is not None
     assert [a.outcome for a in row.attempts_log.all()] == ["retrying", "failed"]
     assert dispatch_at(start + datetime.timedelta(days=1)) == 0
@@ -290,7 +290,7 @@ def test_connection_refused_is_recorded_and_retried(db, save_and_send):
     assert attempt.error_class == "ConnectionError"
     assert attempt.error_message == f"Connection refused (127.0.0.1:{closed_port})"
     assert attempt.outcome == "retrying"
-    assert Delivery.objects.get().last_error.startswith("ConnectionError: Connection refused")
+    assert Delivery.objects.get().last_error.startswith("Connection refused (127.0.0.1:")
 
 
 def test_timeout_is_recorded_and_retried(receiver, save_and_send):
@@ -420,3 +420,37 @@ def test_a_huge_backoff_factor_is_capped_not_an_overflow():
     schedule = {"initial": 60, "factor": 1e6, "max": 3600}
 
     assert retry.schedule_delay(500, schedule) == 3600
+
+
+def test_each_attempt_says_what_happened_in_plain_words(receiver, staff_client_for_summary):
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    closed_port = refused.getsockname()[1]
+    refused.close()  # nothing listens there now
+    WebhookFactory(url=receiver.url, retries=0)
+    WebhookFactory(url=f"http://127.0.0.1:{closed_port}/hook", retries=0)
+    receiver.queue(Response(401, body=b'{"error":\n  "Invalid signature"}'))
+    ArticleFactory()
+
+    tasks.run()
+
+    summaries = sorted(DeliveryAttempt.objects.values_list("summary", flat=True))
+    assert summaries == [
+        f"Connection refused (127.0.0.1:{closed_port})",
+        "HTTP 401 (Invalid signature)",
+    ]
+    assert sorted(Delivery.objects.values_list("last_error", flat=True)) == summaries
+    row = Delivery.objects.get(last_status_code=401)
+    api = staff_client_for_summary.get(f"/api/deliveries/{row.pk}/").json()
+    assert api["attempts_log"][0]["summary"] == "HTTP 401 (Invalid signature)"
+
+
+@pytest.fixture
+def staff_client_for_summary(db):
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    client = APIClient()
+    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
+    return client

@@ -246,3 +246,25 @@ def test_run_py_delivers_a_saved_post_to_both_receivers_and_stops_on_sigint(
             returncode = process.wait(timeout=20)
     assert returncode == 0, log_path.read_text()
     assert "Stopping qcluster" in log_path.read_text()
+
+
+def test_run_py_stops_before_starting_anything_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen(1)
+        port = str(other_program.getsockname()[1])
+        completed = subprocess.run(
+            [sys.executable, str(REPO_DIR / "demo_project" / "run.py")],
+            cwd=REPO_DIR,
+            env=demo_env(tmp_path / "db.sqlite3", WEBHOOKS_DEMO_PORT=port),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert completed.returncode == 1
+    assert completed.stdout == ""  # no "Demo running", no cluster
+    assert completed.stderr.strip() == (
+        f"Port {port} is in use by another program; stop it, or run the demo on another "
+        "port: WEBHOOKS_DEMO_PORT=8001 make demo"
+    )

@@ -110,7 +110,7 @@ def test_warned_half_way_then_disabled_with_the_reason_and_everyone_told(
     assert "every attempt failed for 5 days (6 in a row since 2026-03-02 09:00:00 UTC)" in (
         failing.disabled_reason
     )
-    assert failing.disabled_reason.endswith("the last: HTTP 500.")
+    assert failing.disabled_reason.endswith("the last: HTTP 500 (ok).")
     assert [kind for kind, _ in signals_sent] == ["failing", "disabled"]
     assert signals_sent[1][1]["reason"] == failing.disabled_reason
     disabled_mail = mailoutbox[1]

@@ -96,6 +96,15 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return redacted
 
 
+def restore_redacted(submitted: Mapping[str, str], stored: Mapping[str, str]) -> dict[str, str]:
+    """Headers sent back by someone who read them redacted: a value still ``[redacted]``
+    keeps the stored credential they could not see (the API and the admin form both)."""
+    return {
+        name: stored[name] if text == REDACTED and name in stored else text
+        for name, text in submitted.items()
+    }
+
+
 # --- what an attempt means -----------------------------------------------------------------
 
 
@@ -150,6 +159,7 @@ def apply_result(
     decision = decide(delivery, result, now)
     delivery.last_attempt_at = result.started_at
     delivery.last_status_code = result.status_code
+    delivery.last_duration_ms = result.duration_ms
     error = decision.disable_reason or ("" if result.succeeded else result.summary)
     settle(delivery, decision.status, error, decision.next_attempt_at)
     _log(webhook, delivery, result, decision)
@@ -169,6 +179,7 @@ def apply_result(
         response_body=result.response_body,
         error_class=result.error_class,
         error_message=result.error_message,
+        summary=result.summary,
     )
 
 
@@ -193,6 +204,7 @@ def unattemptable(delivery: Delivery, webhook: Webhook, exc: Exception) -> Deliv
         request_headers={},
         error_class=type(exc).__name__,
         error_message=str(exc)[:ERROR_MESSAGE_LIMIT],
+        summary=f"Could not send: {type(exc).__name__}: {exc}"[:300],
     )
 
 
@@ -381,9 +393,7 @@ def _update_webhook_stats(
 
 
 def attempt_summary(attempt: DeliveryAttempt) -> str:
-    if attempt.error_class:
-        return f"{attempt.error_class}: {attempt.error_message}"[:200]
-    return f"HTTP {attempt.response_status}"
+    return attempt.summary or f"HTTP {attempt.response_status}"
 
 
 def write_outcomes(

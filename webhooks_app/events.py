@@ -154,24 +154,7 @@ def new_delivery(
     state is decided (workers fanning out and ``create_deliveries`` both use it). For a
     disabled webhook it is skipped from the start, with the reason: kept, visible, and
     resent if the webhook is re-enabled with its skipped deliveries."""
-    if not webhook.is_active and trigger == Trigger.AUTOMATIC:
-        now = timezone.now()
-        reason = webhook.disabled_reason or "The webhook is disabled."
-        return Delivery(
-            event_id=event.id,
-            webhook_id=webhook.pk,
-            event_name=event.name,
-            event_model=event.model,
-            status=DeliveryStatus.SKIPPED,
-            max_attempts=1 + webhook.effective_retries,
-            next_attempt_at=None,
-            next_trigger=trigger,
-            lane=Lane.FIRST,
-            last_error=f"Skipped: {reason}"[:500],
-            created_at=now,
-            completed_at=now,
-        )
-    return Delivery(
+    delivery = Delivery(
         event_id=event.id,
         webhook_id=webhook.pk,
         event_name=event.name,
@@ -185,3 +168,11 @@ def new_delivery(
         lease_token=lease_token,
         created_at=timezone.now(),
     )
+    if not webhook.is_active and trigger == Trigger.AUTOMATIC:
+        reason = webhook.disabled_reason or "The webhook is disabled."
+        delivery.status = DeliveryStatus.SKIPPED
+        delivery.last_error = f"Skipped: {reason}"[:500]
+        delivery.next_attempt_at = None
+        delivery.lease_token = ""
+        delivery.completed_at = delivery.created_at
+    return delivery

@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import socket
 import ssl
@@ -41,6 +42,8 @@ from webhooks_app import targets
 from webhooks_app.conf import app_settings
 
 ERROR_MESSAGE_LIMIT = 2000
+SUMMARY_LIMIT = 300
+SUMMARY_BODY_CHARS = 80
 # Connections idle this long are closed; receivers commonly drop them after 60-75 s.
 KEEPALIVE_SECONDS = 30.0
 _READ_CHUNK = 65536
@@ -105,9 +108,29 @@ class AttemptResult:
 
     @property
     def summary(self) -> str:
+        """The cause in a few plain words, for lists and commands: ``Connection refused
+        (127.0.0.1:9)``, ``Timed out after 5 s waiting for the response``, ``HTTP 401
+        (Invalid signature)``: the status with the start of what the receiver said."""
         if self.error_class:
-            return f"{self.error_class}: {self.error_message}"[:500]
+            return self.error_message[:SUMMARY_LIMIT] or self.error_class
+        said = " ".join(_what_it_said(self.response_body).split())[:SUMMARY_BODY_CHARS]
+        if said and not self.succeeded:
+            return f"HTTP {self.status_code} ({said})"[:SUMMARY_LIMIT]
         return f"HTTP {self.status_code}"
+
+
+def _what_it_said(body: str) -> str:
+    """A JSON error body's message (``{"error": "Invalid signature"}``), else the body."""
+    if body.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body
+        if isinstance(parsed, dict):
+            for key in ("error", "message", "detail"):
+                if isinstance(parsed.get(key), str) and parsed[key].strip():
+                    return str(parsed[key])
+    return body
 
 
 class _Phase(SimpleNamespace):

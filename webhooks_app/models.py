@@ -375,6 +375,9 @@ class Delivery(models.Model):
     lease_token = models.CharField(max_length=32, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Copied from the last attempt, so the webhook page's latency chart reads this table's
+    # (webhook, created_at) index instead of joining attempts.
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -456,6 +459,9 @@ class DeliveryAttempt(models.Model):
     response_body = models.TextField(blank=True)
     error_class = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
+    # The cause in plain words (http.AttemptResult.summary), shown in lists and commands;
+    # error_class and error_message keep the whole story.
+    summary = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["delivery", "number"]

@@ -511,6 +511,7 @@ OUTCOME_FIELDS = (
     "last_status_code",
     "last_error",
     "last_attempt_at",
+    "last_duration_ms",
     "completed_at",
 )
 
@@ -566,8 +567,9 @@ def _write_outcomes_with_the_orm(
 ) -> None:
     """Other databases: one UPDATE per distinct outcome, per-row timestamps in bulk."""
     held = Delivery.objects.using(using).filter(lease_token=lease_token)
-    held.bulk_update(deliveries, ["last_attempt_at", "completed_at"])
-    shared = OUTCOME_FIELDS[:-2]
+    per_row = ("last_attempt_at", "last_duration_ms", "completed_at")
+    held.bulk_update(deliveries, list(per_row))
+    shared = tuple(name for name in OUTCOME_FIELDS if name not in per_row)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for row in deliveries:
         groups.setdefault(tuple(getattr(row, name) for name in shared), []).append(row.pk)

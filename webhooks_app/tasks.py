@@ -19,6 +19,7 @@ not raise, and a duplicate ``run`` only finds the rows already taken.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -198,7 +199,7 @@ class _Ticker(threading.Thread):
                 # Non-holders only read the lease, and only take it once its holder is gone.
                 if holding or not Lease.objects.is_held(TICKER_LEASE):
                     holding = Lease.objects.acquire(
-                        TICKER_LEASE, self.owner, max(5.0, interval * 5)
+                        TICKER_LEASE, self.owner, ticker_lease_seconds()
                     )
                 if holding:
                     tick()
@@ -237,6 +238,21 @@ def start_ticker() -> None:
 def ticker_running() -> bool:
     """Whether some process's ticker holds its lease (workers are alive)."""
     return Lease.objects.is_held(TICKER_LEASE)
+
+
+def ticker_lease_seconds() -> float:
+    return max(5.0, float(app_settings.DISPATCH_INTERVAL) * 5)
+
+
+def worker_seen_at() -> datetime.datetime | None:
+    """When a worker was last seen: the ticker's lease is renewed every DISPATCH_INTERVAL by
+    one worker process of a running cluster (another takes it over within seconds when that
+    one dies), so its last renewal is the workers' heartbeat. None if no worker ever ran."""
+    lease = Lease.objects.filter(name=TICKER_LEASE).first()
+    if lease is None:
+        return None
+    renewed = lease.expires_at - datetime.timedelta(seconds=ticker_lease_seconds())
+    return min(renewed, timezone.now())
 
 
 def on_worker_spawn(**kwargs: Any) -> None:

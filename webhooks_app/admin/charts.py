@@ -7,7 +7,7 @@ import datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from webhooks_app.stats import Series
+from webhooks_app.stats import Activity, Series
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bc4c00", "#1b7c83", "#57606a"]
 WIDTH, HEIGHT = 720, 240
@@ -95,6 +95,116 @@ def success_chart(
         HEIGHT,
         grid,
         ticks,
+        SafeString("".join(lines)),
+        legend,
+    )
+
+
+OUTCOME_COLOURS = (("succeeded", "#1a7f37"), ("failed", "#cf222e"), ("retrying", "#bc4c00"))
+
+
+def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeString:
+    """One webhook's deliveries per bucket as stacked bars (succeeded, failed, retrying) and
+    its p50 / p95 latency as two lines on a second axis (ms, right)."""
+    plot_w, plot_h = WIDTH - LEFT - 48, HEIGHT - TOP - BOTTOM
+    if not buckets:
+        return format_html("{}", "")
+    most = max(max(b.succeeded + b.failed + b.retrying for b in buckets), 1)
+    slowest = max(max((b.p95_ms or 0) for b in buckets), 1)
+    width = plot_w / len(buckets)
+
+    def y_count(value: float) -> float:
+        return TOP + plot_h * (1.0 - value / most)
+
+    def y_ms(value: float) -> float:
+        return TOP + plot_h * (1.0 - value / slowest)
+
+    bars = []
+    for index, item in enumerate(buckets):
+        base = 0
+        for name, colour in OUTCOME_COLOURS:
+            count = getattr(item, name)
+            if not count:
+                continue
+            top = y_count(base + count)
+            bars.append(
+                format_html(
+                    '<rect class="webhooks-bar-{}" x="{}" y="{}" width="{}" height="{}" '
+                    'fill="{}"><title>{} UTC: {} {}</title></rect>',
+                    name,
+                    _n(LEFT + index * width + 1),
+                    _n(top),
+                    _n(max(width - 2, 1)),
+                    _n(y_count(base) - top),
+                    colour,
+                    item.start.strftime("%Y-%m-%d %H:%M"),
+                    count,
+                    name,
+                )
+            )
+            base += count
+    lines = []
+    for attribute, colour, dash in (("p50_ms", "#0969da", ""), ("p95_ms", "#8250df", "4 3")):
+        points = " ".join(
+            f"{LEFT + (index + 0.5) * width:.1f},{y_ms(value):.1f}"
+            for index, item in enumerate(buckets)
+            if (value := getattr(item, attribute)) is not None
+        )
+        if points:
+            lines.append(
+                format_html(
+                    '<polyline id="webhooks-latency-{}" fill="none" stroke="{}" '
+                    'stroke-width="2" stroke-dasharray="{}" points="{}"/>',
+                    attribute.removesuffix("_ms"),
+                    colour,
+                    dash,
+                    points,
+                )
+            )
+    axes = format_html(
+        '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="#57606a">{}</text>'
+        '<text x="{}" y="{}" font-size="10" fill="#57606a">{} ms</text>'
+        '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#d0d7de"/>'
+        '<text x="{}" y="{}" font-size="10" fill="#57606a">{}</text>'
+        '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="#57606a">{}</text>',
+        LEFT - 4,
+        TOP + 8,
+        most,
+        LEFT + plot_w + 4,
+        TOP + 8,
+        slowest,
+        LEFT,
+        LEFT + plot_w,
+        TOP + plot_h,
+        TOP + plot_h,
+        LEFT,
+        HEIGHT - 8,
+        buckets[0].start.strftime("%d %H:%M"),
+        LEFT + plot_w,
+        HEIGHT - 8,
+        (buckets[-1].start + bucket).strftime("%d %H:%M"),
+    )
+    legend = format_html_join(
+        "",
+        '<li style="list-style:none;display:inline-block;margin-right:16px">'
+        '<span style="display:inline-block;width:12px;height:8px;background:{};'
+        'margin-right:4px"></span>{}</li>',
+        [
+            *((colour, name) for name, colour in OUTCOME_COLOURS),
+            ("#0969da", "p50 latency"),
+            ("#8250df", "p95 latency"),
+        ],
+    )
+    return format_html(
+        '<svg id="webhooks-activity-chart" xmlns="http://www.w3.org/2000/svg" width="{}" '
+        'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Deliveries and latency">'
+        "{}{}{}</svg><ul style='padding:0;margin:4px 0 0'>{}</ul>",
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        HEIGHT,
+        axes,
+        SafeString("".join(bars)),
         SafeString("".join(lines)),
         legend,
     )

@@ -19,9 +19,10 @@ from django.views.decorators.http import require_POST
 from webhooks_app import operations
 from webhooks_app.admin.common import (
     CappedCountPaginator,
+    delivery_state,
     has_perm,
+    moment_display,
     pretty_body,
-    status_badge,
 )
 from webhooks_app.admin.filters import EventModelFilter, EventNameFilter, StatusCodeClassFilter
 from webhooks_app.models import Delivery, Event, Webhook
@@ -75,12 +76,12 @@ DETAIL_FIELDS = (
     "status_display",
     "attempts",
     "max_attempts",
-    "next_attempt_at",
-    "last_attempt_at",
+    "next_attempt_shown",
+    "last_attempt_shown",
     "last_status_code",
     "last_error",
-    "completed_at",
-    "created_at",
+    "completed_shown",
+    "created_shown",
 )
 
 
@@ -95,7 +96,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "webhook",
         "attempts",
         "response_display",
-        "created_at",
+        "created_display",
     ]
     list_display_links = ["id", "status_display"]
     list_filter = [
@@ -144,15 +145,21 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Delivery) -> SafeString:
-        return status_badge(obj.status, obj.get_status_display())
+        return delivery_state(obj)
+
+    created_display = moment_display("created_at", "created")
+    created_shown = moment_display("created_at", "created")
+    next_attempt_shown = moment_display("next_attempt_at", "next attempt")
+    last_attempt_shown = moment_display("last_attempt_at", "last attempt")
+    completed_shown = moment_display("completed_at", "completed")
 
     @admin.display(description="event", ordering="event_name")
     def event_name_display(self, obj: Delivery) -> str:
-        return obj.event.name
+        return obj.event_name or obj.event.name  # the copied column; older rows lack it
 
     @admin.display(description="model", ordering="event_model")
     def event_model_display(self, obj: Delivery) -> str:
-        return obj.event.model
+        return obj.event_model or obj.event.model
 
     @admin.display(description="object id")
     def object_id(self, obj: Delivery) -> str:

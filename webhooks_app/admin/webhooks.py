@@ -20,8 +20,17 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from webhooks_app import operations, signing, stats
-from webhooks_app.admin.common import has_perm, pretty_json, status_badge
-from webhooks_app.delivery import redact_headers
+from webhooks_app.admin.charts import activity_chart
+from webhooks_app.admin.common import (
+    delivery_state,
+    has_perm,
+    moment,
+    moment_display,
+    pretty_json,
+    status_badge,
+)
+from webhooks_app.admin.widgets import HeadersField, NameListField, event_choices, model_choices
+from webhooks_app.delivery import redact_headers, restore_redacted
 from webhooks_app.models import Delivery, Webhook
 
 RECENT_DELIVERIES = 20
@@ -58,6 +67,13 @@ def _shown(field: Any) -> Any:
     return "redacted_headers" if field == "headers" else field
 
 
+# The webhook page's chart: window -> (length, bucket).
+ACTIVITY_WINDOWS = {
+    "24h": (datetime.timedelta(hours=24), datetime.timedelta(hours=1)),
+    "7d": (datetime.timedelta(days=7), datetime.timedelta(hours=6)),
+}
+
+
 class WebhookForm(forms.ModelForm):
     """The same rules as settings and the API (the model's), so the admin cannot store a
     webhook the API would refuse."""
@@ -84,7 +100,34 @@ class WebhookForm(forms.ModelForm):
         ]
 
     # Every rule is the model's (Webhook.clean, which runs rules.py): the admin refuses what
-    # the API and the settings checks refuse, with the same messages.
+    # the API and the settings checks refuse, with the same messages. These fields only
+    # give the values their shape: choices and rows instead of raw JSON.
+    events = NameListField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None chosen: every event. A wildcard such as user.* takes every event "
+        "under that prefix, present and future.",
+    )
+    models = NameListField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None chosen: every model (and events without one, such as custom events).",
+    )
+    headers = HeadersField(required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        # (A webhook declared in settings shows these read-only: no form fields then.)
+        if "events" in self.fields:
+            self.fields["events"].choices = event_choices(list(instance.events or []))  # type: ignore[attr-defined]
+        if "models" in self.fields:
+            self.fields["models"].choices = model_choices(list(instance.models or []))  # type: ignore[attr-defined]
+        # Shown as the API shows them: a credential in a custom header stays hidden.
+        self.initial["headers"] = redact_headers(instance.headers or {})
+
+    def clean_headers(self) -> dict[str, str]:
+        return restore_redacted(self.cleaned_data["headers"], self.instance.headers or {})
 
 
 @admin.register(Webhook)
@@ -110,6 +153,8 @@ class WebhookAdmin(admin.ModelAdmin):
     ]
     change_form_template = "admin/webhooks_app/webhook/change_form.html"
     form = WebhookForm
+    # A sites' users can be many: a lookup, not a <select> of every user on every page view.
+    raw_id_fields = ["owner"]
     fieldsets = [
         (None, {"fields": ["name", "url", "is_active", "state", "owner"]}),
         ("Subscriptions", {"fields": ["events", "models"]}),
@@ -136,12 +181,12 @@ class WebhookAdmin(admin.ModelAdmin):
                     "disable_after_seconds",
                     "disable_after_failures",
                     "consecutive_failures",
-                    "failing_since",
-                    "disable_warned_at",
-                    "last_delivery_at",
+                    "failing_since_shown",
+                    "disable_warned_at_shown",
+                    "last_delivery_at_shown",
                     "last_delivery_status",
-                    "created_at",
-                    "updated_at",
+                    "created_at_shown",
+                    "updated_at_shown",
                 ]
             },
         ),
@@ -155,13 +200,19 @@ class WebhookAdmin(admin.ModelAdmin):
         "declaration",
         "recent_deliveries",
         "consecutive_failures",
-        "failing_since",
-        "disable_warned_at",
-        "last_delivery_at",
+        "failing_since_shown",
+        "disable_warned_at_shown",
+        "last_delivery_at_shown",
         "last_delivery_status",
-        "created_at",
-        "updated_at",
+        "created_at_shown",
+        "updated_at_shown",
     ]
+
+    failing_since_shown = moment_display("failing_since", "failing since")
+    disable_warned_at_shown = moment_display("disable_warned_at", "owner warned")
+    last_delivery_at_shown = moment_display("last_delivery_at", "last delivery")
+    created_at_shown = moment_display("created_at", "created")
+    updated_at_shown = moment_display("updated_at", "updated")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Webhook]:
         since = timezone.now() - datetime.timedelta(hours=24)
@@ -230,15 +281,15 @@ class WebhookAdmin(admin.ModelAdmin):
         return format_html(
             "{} {}",
             status_badge(obj.last_delivery_status),
-            timezone.localtime(obj.last_delivery_at).strftime("%Y-%m-%d %H:%M:%S"),
+            moment(obj.last_delivery_at),
         )
 
     @admin.display(description="secret")
     def masked_secret(self, obj: Webhook) -> str:
         text = signing.mask_secret(obj.secret)
         if obj.previous_secret and obj.previous_secret_expires_at:
-            until = timezone.localtime(obj.previous_secret_expires_at)
-            text += f" (the previous secret signs until {until:%Y-%m-%d %H:%M %Z})"
+            until = obj.previous_secret_expires_at.astimezone(datetime.UTC)
+            text += f" (the previous secret signs until {until:%Y-%m-%d %H:%M:%S} UTC)"
         return text
 
     @admin.display(description="declaration")
@@ -267,10 +318,10 @@ class WebhookAdmin(admin.ModelAdmin):
                 (
                     reverse("admin:webhooks_app_delivery_change", args=[row.pk]),
                     row.pk,
-                    status_badge(row.status),
-                    row.event.name,
-                    row.last_status_code or row.last_error[:60] or "—",
-                    timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    delivery_state(row),
+                    row.event_name or row.event.name,
+                    row.last_error[:120] or row.last_status_code or "—",
+                    moment(row.created_at),
                 )
                 for row in rows
             ),
@@ -278,7 +329,7 @@ class WebhookAdmin(admin.ModelAdmin):
         all_url = f"{reverse('admin:webhooks_app_delivery_changelist')}?webhook__id__exact={obj.pk}"
         return format_html(
             '<table id="webhooks-recent"><thead><tr><th>id</th><th>status</th><th>event</th>'
-            "<th>response</th><th>created</th></tr></thead><tbody>{}</tbody></table>"
+            "<th>what happened</th><th>created</th></tr></thead><tbody>{}</tbody></table>"
             '<p><a href="{}">All deliveries of this webhook</a></p>',
             body or mark_safe('<tr><td colspan="5">None yet.</td></tr>'),
             all_url,
@@ -363,6 +414,27 @@ class WebhookAdmin(admin.ModelAdmin):
             "can_rotate": self.has_rotate_permission(request),
             "can_recover": self.has_recover_permission(request),
         }
+        window = request.GET.get("window", "24h")
+        if window not in ACTIVITY_WINDOWS:
+            window = "24h"
+        length, bucket = ACTIVITY_WINDOWS[window]
+        now = timezone.now()
+        if str(object_id).isdigit():
+            buckets = stats.webhook_activity(int(object_id), now - length, now, bucket)
+            context |= {
+                "activity_chart": activity_chart(buckets, bucket),
+                "activity_window": window,
+                "activity_windows": list(ACTIVITY_WINDOWS),
+            }
+        declared = Webhook.objects.filter(pk=object_id, managed_by_settings=True).exists()
+        if declared:
+            # Nothing on the page can be saved (settings are the source of truth): no Save
+            # buttons that would only pretend.
+            context |= {
+                "show_save": False,
+                "show_save_and_continue": False,
+                "show_save_and_add_another": False,
+            }
         return super().change_view(request, object_id, form_url, context)
 
     def _object(self, request: HttpRequest, pk: int, allowed: bool) -> Webhook:
@@ -387,6 +459,17 @@ class WebhookAdmin(admin.ModelAdmin):
         return self._recover(request, [webhook]) or self._back(webhook)
 
     # --- the two intermediate pages ------------------------------------------------------------
+
+    def response_add(
+        self, request: HttpRequest, obj: Webhook, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Right after "Save": the new webhook's secret, shown this once (as the API's create
+        response and Stripe's reveal do), on a page that is never cached."""
+        if "_addanother" in request.POST or "_popup" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        response = self._page(request, "created.html", [obj], webhook=obj, title="Webhook added")
+        response["Cache-Control"] = "no-store"
+        return response
 
     def _page(
         self, request: HttpRequest, template: str, webhooks: list[Webhook], **context: Any
@@ -463,11 +546,7 @@ def send_test_and_report(request: HttpRequest, webhook: Webhook) -> None:
     except operations.OperationError as exc:
         messages.error(request, f"{webhook}: {exc}")
         return
-    if attempt.response_status is not None:
-        result = f"HTTP {attempt.response_status}"
-    else:
-        result = f"{attempt.error_class}: {attempt.error_message[:200]}"
-    text = f"Test event to {webhook}: {result} in {attempt.duration_ms} ms."
+    text = f"Test event to {webhook}: {attempt.summary} in {attempt.duration_ms} ms."
     hint = operations.reenable_hint(webhook, attempt)
     if hint:
         text += f" {hint}"

@@ -12,7 +12,6 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
-from django_filters.widgets import DateRangeWidget
 
 from webhooks_app.models import Delivery, DeliveryStatus, Event
 
@@ -44,15 +43,25 @@ class UtcDateTimeField(filter_fields.IsoDateTimeField):
             raise ValidationError(self.error_messages["invalid"], code="invalid") from error
 
 
-class UtcDateTimeRangeField(filter_fields.RangeField):
-    widget = DateRangeWidget
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__((UtcDateTimeField(), UtcDateTimeField()), *args, **kwargs)
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
-class CreatedRangeFilter(filters.IsoDateTimeFromToRangeFilter):
-    field_class = UtcDateTimeRangeField
+def created_after() -> UtcDateTimeFilter:
+    # Two filters rather than one range, so that an error names the parameter that has it.
+    return UtcDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="gte",
+        help_text="Created at or after this ISO 8601 date-time.",
+    )
+
+
+def created_before() -> UtcDateTimeFilter:
+    return UtcDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="lte",
+        help_text="Created at or before this ISO 8601 date-time.",
+    )
 
 
 class DeliveryFilter(filters.FilterSet):
@@ -72,14 +81,20 @@ class DeliveryFilter(filters.FilterSet):
         method="filter_status_class",
         help_text="Class of the last response's status code; none = no response.",
     )
-    created = CreatedRangeFilter(
-        field_name="created_at",
-        help_text="created_after / created_before: ISO 8601 date-times (after inclusive).",
-    )
+    created_after = created_after()
+    created_before = created_before()
 
     class Meta:
         model = Delivery
-        fields = ["status", "event", "model", "webhook", "status_class", "created"]
+        fields = [
+            "status",
+            "event",
+            "model",
+            "webhook",
+            "status_class",
+            "created_after",
+            "created_before",
+        ]
 
     def filter_status_class(
         self, queryset: QuerySet[Delivery], name: str, value: str
@@ -91,11 +106,9 @@ class EventFilter(filters.FilterSet):
     event = filters.CharFilter(field_name="name", help_text="Event name.")
     model = filters.CharFilter(field_name="model", help_text="Payload model name.")
     object_id = filters.CharFilter(field_name="object_id")
-    created = CreatedRangeFilter(
-        field_name="created_at",
-        help_text="created_after / created_before: ISO 8601 date-times (after inclusive).",
-    )
+    created_after = created_after()
+    created_before = created_before()
 
     class Meta:
         model = Event
-        fields = ["event", "model", "object_id", "created"]
+        fields = ["event", "model", "object_id", "created_after", "created_before"]

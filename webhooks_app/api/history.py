@@ -40,6 +40,7 @@ class AttemptSerializer(serializers.ModelSerializer[DeliveryAttempt]):
             "response_status",
             "response_headers",
             "response_body",
+            "summary",
             "error_class",
             "error_message",
         ]

@@ -158,10 +158,7 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
     def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
         # A client that sends back what it read keeps the credentials it could not see.
         stored = self.instance.headers if isinstance(self.instance, Webhook) else {}
-        return {
-            name: stored[name] if text == delivery.REDACTED and name in stored else text
-            for name, text in value.items()
-        }
+        return delivery.restore_redacted(value, stored or {})
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The webhook as it would be saved, by the rules every webhook obeys (rules.py)."""
@@ -213,6 +210,7 @@ class TestResultSerializer(serializers.Serializer[Any]):
     outcome = serializers.CharField()
     status_code = serializers.IntegerField(source="response_status", allow_null=True)
     duration_ms = serializers.IntegerField()
+    summary = serializers.CharField(help_text="What happened, in plain words.")
     error_class = serializers.CharField()
     error = serializers.CharField(source="error_message")
     response_excerpt = serializers.SerializerMethodField()

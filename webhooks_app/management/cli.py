@@ -28,6 +28,11 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def counted(number: int, singular: str, plural: str) -> str:
+    """``1 delivery``, ``3 deliveries``: commands print counts that read as English."""
+    return f"{number} {singular if number == 1 else plural}"
+
+
 class UsageError(CommandError):
     def __init__(self, message: str) -> None:
         super().__init__(message, returncode=EXIT_USAGE)

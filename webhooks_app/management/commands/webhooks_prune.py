@@ -10,7 +10,13 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from webhooks_app.management.cli import Progress, UsageError, WebhooksCommand, parse_duration
+from webhooks_app.management.cli import (
+    Progress,
+    UsageError,
+    WebhooksCommand,
+    counted,
+    parse_duration,
+)
 from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 
 
@@ -62,7 +68,8 @@ Exit status: 0 when done, 2 for bad arguments."""
         ids = list(old.values_list("pk", flat=True))
         oldest_kept = now - min(succeeded_age, failed_age)
         if options["dry_run"]:
-            self.stdout.write(f"Would delete {len(ids)} deliveries with their attempts (dry run).")
+            deliveries = counted(len(ids), "delivery", "deliveries")
+            self.stdout.write(f"Would delete {deliveries} with their attempts (dry run).")
             return
         size = options["batch_size"]
         attempts = 0
@@ -80,7 +87,9 @@ Exit status: 0 when done, 2 for bad arguments."""
         events = self._prune_events(oldest_kept, size)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Deleted {len(ids)} deliveries, {attempts} attempts and {events} events."
+                f"Deleted {counted(len(ids), 'delivery', 'deliveries')}, "
+                f"{counted(attempts, 'attempt', 'attempts')} and "
+                f"{counted(events, 'event', 'events')}."
             )
         )
 

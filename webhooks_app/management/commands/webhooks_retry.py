@@ -12,6 +12,7 @@ from webhooks_app.management.cli import (
     Progress,
     UsageError,
     WebhooksCommand,
+    counted,
     find_webhook,
     parse_when,
 )
@@ -78,7 +79,8 @@ typo cannot resend everything. Exit status: 0 when done, 2 for bad arguments."""
 
         ids = list(queryset.order_by("created_at", "pk").values_list("pk", flat=True))
         if options["dry_run"]:
-            self.stdout.write(f"Would retry {len(ids)} deliveries (dry run, nothing sent).")
+            deliveries = counted(len(ids), "delivery", "deliveries")
+            self.stdout.write(f"Would retry {deliveries} (dry run, nothing sent).")
             for row in Delivery.objects.filter(pk__in=ids[:20]).select_related("webhook"):
                 self.stdout.write(
                     f"  {row.pk}  {row.event_id}  {row.event_name}  {row.status}  -> {row.webhook}"
@@ -98,7 +100,9 @@ typo cannot resend everything. Exit status: 0 when done, 2 for bad arguments."""
             queued += operations.retry_deliveries(queryset.filter(pk__in=ids[start : start + size]))
             progress.update(min(start + size, len(ids)))
         left = len(ids) - queued
-        summary = f"Queued {queued} of {len(ids)} deliveries for another attempt."
+        summary = (
+            f"Queued {queued} of {counted(len(ids), 'delivery', 'deliveries')} for another attempt."
+        )
         if left:
             summary += f" {left} held by a worker right now were left alone."
         self.stdout.write(self.style.SUCCESS(summary))

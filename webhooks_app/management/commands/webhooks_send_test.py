@@ -86,6 +86,7 @@ it did not (or could not be reached), 2 for bad arguments."""
             attempt.duration_ms,
             attempt.response_body,
             f"{attempt.error_class}: {attempt.error_message}" if attempt.error_class else "",
+            attempt.summary,
         )
         hint = operations.reenable_hint(webhook, attempt)
         if hint:
@@ -148,6 +149,7 @@ it did not (or could not be reached), 2 for bad arguments."""
             result.duration_ms,
             result.response_body,
             f"{result.error_class}: {result.error_message}" if result.error_class else "",
+            result.summary,
         )
 
     def _report(
@@ -159,6 +161,7 @@ it did not (or could not be reached), 2 for bad arguments."""
         duration_ms: int,
         response_body: str,
         error: str,
+        summary: str,
     ) -> None:
         self.stdout.write(f"> {method} {url}")
         for name, value in headers.items():
@@ -172,6 +175,7 @@ it did not (or could not be reached), 2 for bad arguments."""
                 more = " …" if len(response_body) > EXCERPT else ""
                 self.stdout.write(f"< {excerpt}{more}")
         if status is None or not 200 <= status < 300:
-            what = f"HTTP {status}" if status is not None else error.split(":")[0]
-            raise CommandError(f"the endpoint did not answer 2xx ({what})", returncode=EXIT_PROBLEM)
+            raise CommandError(
+                f"the endpoint did not answer 2xx: {summary}", returncode=EXIT_PROBLEM
+            )
         self.stdout.write(self.style.SUCCESS("OK"))

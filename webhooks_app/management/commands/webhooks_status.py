@@ -9,17 +9,25 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from webhooks_app import stats
-from webhooks_app.management.cli import EXIT_PROBLEM, UsageError, WebhooksCommand, parse_duration
+from webhooks_app.management.cli import (
+    EXIT_PROBLEM,
+    UsageError,
+    WebhooksCommand,
+    counted,
+    parse_duration,
+)
 
 
 class Command(WebhooksCommand):
     help = """Print the delivery queue's health: deliveries due now, how long the oldest has
-waited, failed attempts in the last hour per webhook, and disabled webhooks.
+waited, whether a worker is alive, failed attempts in the last hour per webhook, and
+disabled webhooks.
 
   manage.py webhooks_status
   manage.py webhooks_status --max-due 1000 --max-oldest 5m --max-failures 50 --json
 
-Exit status: 0 when every threshold given holds, 1 when one is crossed (the reasons go to
+Exit status: 0 when every threshold given holds and a worker was seen in the last minute, 1
+when one is crossed or no worker is alive (the reasons go to
 stderr, and into "problems" with --json), 2 for bad arguments. For cron, Nagios-style checks
 or a Kubernetes probe."""
 
@@ -34,6 +42,11 @@ or a Kubernetes probe."""
         parser.add_argument(
             "--fail-on-disabled", action="store_true", help="a disabled webhook is a problem"
         )
+        parser.add_argument(
+            "--no-worker-check",
+            action="store_true",
+            help="do not count a missing worker as a problem (e.g. on a machine without one)",
+        )
         parser.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -43,8 +56,11 @@ or a Kubernetes probe."""
         max_oldest = parse_duration(options["max_oldest"]) if options["max_oldest"] else None
         health = stats.queue_health()
         problems = []
+        if not health.workers_alive and not options["no_worker_check"]:
+            problems.append(health.workers_text)
         if options["max_due"] is not None and health.due > options["max_due"]:
-            problems.append(f"{health.due} deliveries due (max {options['max_due']})")
+            due = counted(health.due, "delivery", "deliveries")
+            problems.append(f"{due} due (max {options['max_due']})")
         if max_oldest is not None and health.oldest_due_seconds > max_oldest.total_seconds():
             problems.append(
                 f"oldest due delivery waited {health.oldest_due_seconds:.0f}s "
@@ -54,8 +70,9 @@ or a Kubernetes probe."""
             for pk, count in sorted(health.failures_last_hour.items()):
                 if count > options["max_failures"]:
                     name = health.webhook_names.get(pk, "")
+                    attempts = counted(count, "failed attempt", "failed attempts")
                     problems.append(
-                        f"webhook {pk} ({name}): {count} failed attempts in the last hour "
+                        f"webhook {pk} ({name}): {attempts} in the last hour "
                         f"(max {options['max_failures']})"
                     )
         if options["fail_on_disabled"]:
@@ -73,6 +90,7 @@ or a Kubernetes probe."""
 
     def _text(self, health: stats.QueueHealth) -> None:
         out = self.stdout.write
+        out(f"workers:                {health.workers_text}")
         out(f"deliveries due now:     {health.due}")
         out(f"oldest due waited:      {health.oldest_due_seconds:.0f}s")
         out("failed attempts, last hour:")
