@@ -80,15 +80,15 @@ def success_chart(
             )
     legend = format_html_join(
         "",
-        '<li style="list-style:none;display:inline-block;margin-right:16px">'
-        '<span style="display:inline-block;width:12px;height:3px;background:{};'
-        'vertical-align:middle;margin-right:4px"></span>{}</li>',
+        # The colour is the series' own; the rest of the look is admin.css's.
+        '<li><span class="webhooks-swatch webhooks-swatch-line" style="background:{}"></span>'
+        "{}</li>",
         ((PALETTE[i % len(PALETTE)], item.label) for i, item in enumerate(series)),
     )
     return format_html(
         '<svg id="webhooks-success-chart" xmlns="http://www.w3.org/2000/svg" width="{}" '
         'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Success rate per webhook">'
-        "{}{}{}</svg><ul style='padding:0;margin:4px 0 0'>{}</ul>",
+        '{}{}{}</svg><ul class="webhooks-legend">{}</ul>',
         WIDTH,
         HEIGHT,
         WIDTH,
@@ -186,9 +186,7 @@ def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeS
     )
     legend = format_html_join(
         "",
-        '<li style="list-style:none;display:inline-block;margin-right:16px">'
-        '<span style="display:inline-block;width:12px;height:8px;background:{};'
-        'margin-right:4px"></span>{}</li>',
+        '<li><span class="webhooks-swatch" style="background:{}"></span>{}</li>',
         [
             *((colour, name) for name, colour in OUTCOME_COLOURS),
             ("#0969da", "p50 latency"),
@@ -198,7 +196,7 @@ def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeS
     return format_html(
         '<svg id="webhooks-activity-chart" xmlns="http://www.w3.org/2000/svg" width="{}" '
         'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Deliveries and latency">'
-        "{}{}{}</svg><ul style='padding:0;margin:4px 0 0'>{}</ul>",
+        '{}{}{}</svg><ul class="webhooks-legend">{}</ul>',
         WIDTH,
         HEIGHT,
         WIDTH,

@@ -6,9 +6,13 @@ import datetime
 import json
 from typing import Any
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -20,11 +24,12 @@ from webhooks_app.models import Delivery, DeliveryStatus
 # Past this many rows the list says "10,000+" instead of counting the rest.
 COUNT_CAP = 10_000
 
-STATUS_COLOURS: dict[str, tuple[str, str]] = {
-    DeliveryStatus.SUCCEEDED: ("#1a7f37", "✔"),
-    DeliveryStatus.FAILED: ("#cf222e", "✖"),
-    DeliveryStatus.PENDING: ("#9a6700", "…"),
-    DeliveryStatus.SKIPPED: ("#6e7781", "-"),
+# The badges' colours are in static/webhooks_app/admin.css (.webhooks-status-<status>).
+STATUS_SYMBOLS: dict[str, str] = {
+    DeliveryStatus.SUCCEEDED: "✔",
+    DeliveryStatus.FAILED: "✖",
+    DeliveryStatus.PENDING: "…",
+    DeliveryStatus.SKIPPED: "-",
 }
 
 
@@ -47,19 +52,37 @@ class CappedCountPaginator(Paginator):
         return len(object_list)
 
 
+class WebhooksModelAdmin(admin.ModelAdmin):
+    """What our admins share: the one stylesheet (static/webhooks_app/admin.css)."""
+
+    class Media:
+        css = {"all": ["webhooks_app/admin.css"]}
+
+    # The buttons on a change page (Send test event, Retry now, Redeliver, ...) all start and
+    # end the same way: one object, one permission, back to its page.
+    def object_for(self, request: HttpRequest, pk: Any, allowed: bool) -> Any:
+        if not allowed:
+            raise PermissionDenied
+        return get_object_or_404(self.model, pk=pk)
+
+    def back_to(self, obj: Any) -> HttpResponseRedirect:
+        opts = self.model._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+
 def status_badge(status: str, label: str | None = None) -> SafeString:
-    colour, symbol = STATUS_COLOURS.get(status, ("#6e7781", "?"))
+    symbol = STATUS_SYMBOLS.get(status, "?")
     return format_html(
-        '<span class="webhooks-status webhooks-status-{}" style="color:#fff;background:{};'
-        'border-radius:10px;padding:1px 8px;font-weight:600;white-space:nowrap">{} {}</span>',
+        '<span class="webhooks-status webhooks-status-{}">{} {}</span>',
         status,
-        colour,
         symbol,
         label or status,
     )
 
 
-RETRYING_COLOUR = ("#bc4c00", "↻")
+RETRYING_SYMBOL = "↻"
 
 
 def moment(when: datetime.datetime | None, now: datetime.datetime | None = None) -> SafeString:
@@ -96,13 +119,10 @@ def delivery_state(delivery: Delivery, now: datetime.datetime | None = None) -> 
     if delivery.lease_token and delivery.next_attempt_at and delivery.next_attempt_at > now:
         return status_badge(delivery.status, "Sending")
     if delivery.attempts:
-        colour, symbol = RETRYING_COLOUR
         return format_html(
-            '<span class="webhooks-status webhooks-status-retrying" style="color:#fff;'
-            "background:{};border-radius:10px;padding:1px 8px;font-weight:600;"
-            'white-space:nowrap">{} Retrying</span> <small>{} {}</small>',
-            colour,
-            symbol,
+            '<span class="webhooks-status webhooks-status-retrying">{} Retrying</span> '
+            "<small>{} {}</small>",
+            RETRYING_SYMBOL,
             "next attempt" if (delivery.next_attempt_at or now) > now else "due since",
             moment(delivery.next_attempt_at, now),
         )
@@ -112,7 +132,7 @@ def delivery_state(delivery: Delivery, now: datetime.datetime | None = None) -> 
 def pretty_json(value: Any) -> SafeString:
     """A JSON value as an indented, escaped ``<pre>`` block."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
-    return format_html('<pre class="webhooks-json" style="{}">{}</pre>', PRE_STYLE, text)
+    return format_html('<pre class="webhooks-json">{}</pre>', text)
 
 
 def pretty_body(body: str) -> SafeString:
@@ -120,13 +140,7 @@ def pretty_body(body: str) -> SafeString:
     try:
         return pretty_json(json.loads(body))
     except ValueError:
-        return format_html('<pre class="webhooks-json" style="{}">{}</pre>', PRE_STYLE, body)
-
-
-PRE_STYLE = (
-    "white-space:pre-wrap;word-break:break-all;max-height:400px;overflow:auto;"
-    "background:var(--darkened-bg,#f8f8f8);padding:8px;margin:0"
-)
+        return format_html('<pre class="webhooks-json">{}</pre>', body)
 
 
 def has_perm(request: HttpRequest, codename: str) -> bool:

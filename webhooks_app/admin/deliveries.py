@@ -7,10 +7,8 @@ import re
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -19,6 +17,7 @@ from django.views.decorators.http import require_POST
 from webhooks_app import operations
 from webhooks_app.admin.common import (
     CappedCountPaginator,
+    WebhooksModelAdmin,
     delivery_state,
     has_perm,
     moment_display,
@@ -86,7 +85,7 @@ DETAIL_FIELDS = (
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(WebhooksModelAdmin):
     list_display = [
         "id",
         "status_display",
@@ -188,11 +187,9 @@ class DeliveryAdmin(admin.ModelAdmin):
         ]
 
     def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if not self.has_retry_permission(request):
-            raise PermissionDenied
-        get_object_or_404(Delivery, pk=pk)
-        queue_retry(request, Delivery.objects.filter(pk=pk))
-        return HttpResponseRedirect(reverse("admin:webhooks_app_delivery_change", args=[pk]))
+        delivery = self.object_for(request, pk, self.has_retry_permission(request))
+        queue_retry(request, Delivery.objects.filter(pk=delivery.pk))
+        return self.back_to(delivery)
 
     def change_view(
         self,

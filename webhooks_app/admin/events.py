@@ -6,21 +6,22 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from webhooks_app import operations
 from webhooks_app.admin.common import (
     CappedCountPaginator,
+    WebhooksModelAdmin,
+    delivery_state,
     has_perm,
+    moment_display,
     pretty_json,
-    status_badge,
 )
 from webhooks_app.admin.filters import OwnModelFilter, OwnNameFilter
 from webhooks_app.models import Delivery, Event
@@ -46,13 +47,13 @@ def changed_rows(payload: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-INLINE_FIELDS = ("link", "webhook", "status_display", "attempts", "last_status_code", "created_at")
+INLINE_FIELDS = ("link", "webhook", "status_display", "attempts", "last_error", "created_shown")
 DETAIL_FIELDS = (
     "id",
     "name",
     "model",
     "object_id",
-    "created_at",
+    "created_shown",
     "user",
     "changes",
     "data",
@@ -84,12 +85,14 @@ class DeliveryInline(admin.TabularInline):
 
     @admin.display(description="status")
     def status_display(self, obj: Delivery) -> SafeString:
-        return status_badge(obj.status, obj.get_status_display())
+        return delivery_state(obj)
+
+    created_shown = moment_display("created_at", "created")
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "model", "object_id", "created_at"]
+class EventAdmin(WebhooksModelAdmin):
+    list_display = ["id", "name", "model", "object_id", "created_shown"]
     list_filter = [OwnNameFilter, OwnModelFilter, "created_at"]
     search_fields = ["id"]  # shows the box; get_search_results does the work
     search_help_text = "An event id (evt_…) or an object id, exactly."
@@ -101,6 +104,8 @@ class EventAdmin(admin.ModelAdmin):
     change_form_template = "admin/webhooks_app/event/change_form.html"
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
+
+    created_shown = moment_display("created_at", "created")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
         queryset = super().get_queryset(request)
@@ -147,25 +152,7 @@ class EventAdmin(admin.ModelAdmin):
         rows = changed_rows(obj.payload)
         if not rows:
             return "—"
-        body = format_html_join(
-            "",
-            '<tr class="{}"{}><th>{}</th><td><code>{}</code></td><td><code>{}</code></td></tr>',
-            (
-                (
-                    "changed" if changed else "same",
-                    format_html(' style="{}"', "background:#fff8c5") if changed else "",
-                    key,
-                    before,
-                    after,
-                )
-                for key, before, after, changed in rows
-            ),
-        )
-        return format_html(
-            '<table id="webhooks-diff" style="width:100%"><thead><tr><th>field</th>'
-            "<th>previous</th><th>data</th></tr></thead><tbody>{}</tbody></table>",
-            body,
-        )
+        return render_to_string("admin/webhooks_app/event/changes.html", {"rows": rows})
 
     @admin.action(description="Redeliver to all subscribed webhooks", permissions=["retry"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
@@ -181,11 +168,9 @@ class EventAdmin(admin.ModelAdmin):
         ]
 
     def redeliver_view(self, request: HttpRequest, pk: str) -> HttpResponse:
-        if not self.has_retry_permission(request):
-            raise PermissionDenied
-        event = get_object_or_404(Event, pk=pk)
+        event = self.object_for(request, pk, self.has_retry_permission(request))
         self.redeliver(request, Event.objects.filter(pk=event.pk))
-        return HttpResponseRedirect(reverse("admin:webhooks_app_event_change", args=[event.pk]))
+        return self.back_to(event)
 
     def change_view(
         self,

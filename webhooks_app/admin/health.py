@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from webhooks_app import stats
 from webhooks_app.admin.charts import success_chart
-from webhooks_app.admin.common import has_perm, status_badge
+from webhooks_app.admin.common import WebhooksModelAdmin, has_perm, status_badge
 from webhooks_app.models import DeliveryHealth, DeliveryStatus
 
 # window -> (length, chart bucket)
@@ -29,7 +29,7 @@ WINDOWS = {
 
 
 @admin.register(DeliveryHealth)
-class DeliveryHealthAdmin(admin.ModelAdmin):
+class DeliveryHealthAdmin(WebhooksModelAdmin):
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return has_perm(request, "view_delivery")
 
@@ -71,6 +71,7 @@ class DeliveryHealthAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
+            "media": self.media,
             "title": "Webhook health",
             "window_key": window_key,
             "windows": list(WINDOWS),

@@ -8,20 +8,20 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from webhooks_app import operations, signing, stats
 from webhooks_app.admin.charts import activity_chart
 from webhooks_app.admin.common import (
+    WebhooksModelAdmin,
     delivery_state,
     has_perm,
     moment,
@@ -131,7 +131,7 @@ class WebhookForm(forms.ModelForm):
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(WebhooksModelAdmin):
     list_display = [
         "__str__",
         "url",
@@ -262,9 +262,9 @@ class WebhookAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="is_active")
     def state(self, obj: Webhook) -> SafeString:
         if obj.is_active:
-            return mark_safe('<span style="color:#1a7f37;font-weight:600">active</span>')
+            return mark_safe('<span class="webhooks-state-active">active</span>')
         return format_html(
-            '<span style="color:#cf222e;font-weight:600">disabled</span> <small>{}</small>',
+            '<span class="webhooks-state-disabled">disabled</span> <small>{}</small>',
             obj.disabled_reason,
         )
 
@@ -311,28 +311,21 @@ class WebhookAdmin(admin.ModelAdmin):
             .defer("event__body")
             .order_by("-created_at", "-id")[:RECENT_DELIVERIES]
         )
-        body = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-            (
-                (
-                    reverse("admin:webhooks_app_delivery_change", args=[row.pk]),
-                    row.pk,
-                    delivery_state(row),
-                    row.event_name or row.event.name,
-                    row.last_error[:120] or row.last_status_code or "—",
-                    moment(row.created_at),
-                )
-                for row in rows
-            ),
-        )
+        shown = [
+            {
+                "pk": row.pk,
+                "url": reverse("admin:webhooks_app_delivery_change", args=[row.pk]),
+                "state": delivery_state(row),
+                "event": row.event_name or row.event.name,
+                "what": row.last_error[:120] or row.last_status_code or "—",
+                "created": moment(row.created_at),
+            }
+            for row in rows
+        ]
         all_url = f"{reverse('admin:webhooks_app_delivery_changelist')}?webhook__id__exact={obj.pk}"
-        return format_html(
-            '<table id="webhooks-recent"><thead><tr><th>id</th><th>status</th><th>event</th>'
-            "<th>what happened</th><th>created</th></tr></thead><tbody>{}</tbody></table>"
-            '<p><a href="{}">All deliveries of this webhook</a></p>',
-            body or mark_safe('<tr><td colspan="5">None yet.</td></tr>'),
-            all_url,
+        return render_to_string(
+            "admin/webhooks_app/webhook/recent_deliveries.html",
+            {"rows": shown, "all_url": all_url},
         )
 
     # --- actions ---------------------------------------------------------------------------
@@ -437,26 +430,18 @@ class WebhookAdmin(admin.ModelAdmin):
             }
         return super().change_view(request, object_id, form_url, context)
 
-    def _object(self, request: HttpRequest, pk: int, allowed: bool) -> Webhook:
-        if not allowed:
-            raise PermissionDenied
-        return get_object_or_404(Webhook, pk=pk)
-
-    def _back(self, webhook: Webhook) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:webhooks_app_webhook_change", args=[webhook.pk]))
-
     def send_test_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        webhook = self._object(request, pk, self.has_test_permission(request))
+        webhook = self.object_for(request, pk, self.has_test_permission(request))
         send_test_and_report(request, webhook)
-        return self._back(webhook)
+        return self.back_to(webhook)
 
     def rotate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        webhook = self._object(request, pk, self.has_rotate_permission(request))
+        webhook = self.object_for(request, pk, self.has_rotate_permission(request))
         return self._rotate(request, [webhook])
 
     def recover_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        webhook = self._object(request, pk, self.has_recover_permission(request))
-        return self._recover(request, [webhook]) or self._back(webhook)
+        webhook = self.object_for(request, pk, self.has_recover_permission(request))
+        return self._recover(request, [webhook]) or self.back_to(webhook)
 
     # --- the two intermediate pages ------------------------------------------------------------
 
@@ -483,6 +468,7 @@ class WebhookAdmin(admin.ModelAdmin):
                 "webhooks": webhooks,
                 "selected": [w.pk for w in webhooks],
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": self.media,
                 **context,
             },
         )
