@@ -82,8 +82,7 @@ def test_a_new_key_in_front_reads_old_rows_and_reencrypting_lets_the_old_key_go(
     assert after != before
     assert Webhook.objects.get(pk=hook.pk).secret == SECRET
     keys(OLD_KEY)
-    with pytest.raises(encryption.SecretUnreadable):
-        Webhook.objects.get(pk=hook.pk)
+    assert isinstance(Webhook.objects.get(pk=hook.pk).secret, encryption.UnreadableSecret)
 
 
 def test_reencrypting_names_the_webhooks_no_key_decrypts(keys):
@@ -110,8 +109,28 @@ def test_without_secret_keys_the_key_comes_from_secret_key_and_its_fallbacks(key
     )
     assert Webhook.objects.get().secret == SECRET
     settings.SECRET_KEY_FALLBACKS = []
-    with pytest.raises(encryption.SecretUnreadable):
-        Webhook.objects.get()
+    assert isinstance(Webhook.objects.get().secret, encryption.UnreadableSecret)
+
+
+def test_a_secret_no_key_decrypts_fails_its_deliveries_visibly_and_stays_as_stored(keys, receiver):
+    keys(OLD_KEY)
+    hook = WebhookFactory(url=receiver.url, secret=SECRET)
+    keys(NEW_KEY)
+    healthy = WebhookFactory(url=receiver.url)
+    hook = Webhook.objects.get(pk=hook.pk)  # loads; the fan-out and the admin still work
+    (_, before, _), _ = stored()
+
+    hook.name = "renamed"
+    hook.save()  # writes the stored token back, not an empty or re-encrypted secret
+    ArticleFactory()
+    tasks.run()
+
+    assert stored()[0][1] == before
+    assert len(receiver.requests) == 1  # the healthy webhook, signed as usual
+    row = hook.deliveries.get()
+    assert row.status == "failed"
+    assert row.last_error.startswith("Could not send: SecretUnreadable: the secret of webhook")
+    assert healthy.deliveries.get().status == "succeeded"
 
 
 @pytest.mark.django_db(transaction=True)

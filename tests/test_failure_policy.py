@@ -318,3 +318,82 @@ def test_reenabling_clears_the_reason_and_the_run_of_failures(disabled):
     assert (disabled.disabled_at, disabled.disabled_reason) == (None, "")
     assert (disabled.failing_since, disabled.disable_warned_at) == (None, None)
     assert disabled.updated_at >= before
+
+
+def test_a_settings_endpoint_disabled_by_a_410_keeps_skipped_deliveries_and_can_be_enabled(
+    receiver, policy
+):
+    from webhooks_app import sync
+
+    policy.WEBHOOKS = {
+        **policy.WEBHOOKS,
+        "ENDPOINTS": [{"name": "declared", "url": receiver.url, "secret": "s" * 32}],
+    }
+    sync.sync_endpoints()
+    declared = Webhook.objects.get(managed_by_settings=True)
+    receiver.queue(Response(410))
+    ArticleFactory()
+    tasks.run()
+    declared.refresh_from_db()
+    assert not declared.is_active
+
+    ArticleFactory()  # while it is disabled: kept, skipped
+    tasks.run()
+    queued = operations.enable(declared, resend_skipped=True)
+    tasks.run()
+
+    assert queued == 1
+    assert len(receiver.requests) == 2  # the 410, then the resent one
+    assert Delivery.objects.filter(webhook=declared, status="succeeded").count() == 1
+
+
+def test_an_endpoint_declared_inactive_in_settings_is_enabled_only_there(policy):
+    from webhooks_app import sync
+
+    policy.WEBHOOKS = {
+        **policy.WEBHOOKS,
+        "ENDPOINTS": [
+            {"name": "off", "url": "https://off.example.com/", "secret": "s" * 32, "active": False}
+        ],
+    }
+    sync.sync_endpoints()
+    declared = Webhook.objects.get(managed_by_settings=True)
+    ArticleFactory()
+    tasks.run()
+
+    with pytest.raises(operations.OperationError, match="enable it there"):
+        operations.enable(declared)
+    assert not Delivery.objects.exists()  # declared off: nothing, not even skipped
+
+
+def test_a_rolled_back_write_tells_nobody_and_the_next_one_tells_once(
+    receiver, policy, mailoutbox, signals_sent
+):
+    from django.db import transaction
+
+    from webhooks_app import delivery, http
+
+    hook = WebhookFactory(url=receiver.url, owner=UserFactory(email="dev@example.com"))
+    ArticleFactory()
+    tasks.run()  # fan out and deliver once (200), so there is a row to re-use
+    row = Delivery.objects.get()
+    recorder = delivery.Recorder(row.lease_token)
+    gone = http.AttemptResult(started_at=timezone.now(), duration_ms=5, status_code=410)
+    request = delivery.build_request(hook, row.event_id, b"{}")
+
+    recorder.add_result(row, hook, request, gone)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        recorder.write()
+        raise RuntimeError("the claim failed after writing the outcomes")
+    recorder.announce()  # as a run does after each claim: nothing was committed
+    hook.refresh_from_db()
+    assert hook.is_active
+    assert signals_sent == []
+    assert mailoutbox == []
+
+    recorder.flush()  # written again, for real this time
+
+    hook.refresh_from_db()
+    assert not hook.is_active
+    assert [kind for kind, _ in signals_sent] == ["disabled"]
+    assert len(mailoutbox) == 1

@@ -277,7 +277,12 @@ class Recorder:
         self.recorded = 0
         # Webhooks this recorder disabled (a 410), so the sender stops claiming for them.
         self.disabled_since_start: set[int] = set()
-        self._verdicts: list[failures.Verdict] = []
+        # What write() wrote, until after_commit() says it committed: a rolled-back write
+        # is written again by the next one, and tells nobody anything.
+        self._written: tuple[int, list[failures.Verdict]] | None = None
+        # Notices of committed verdicts, for announce(): sent off the claim's path, so a slow
+        # mail server never holds rows a claim has just leased.
+        self._notices: list[failures.Verdict] = []
 
     def __len__(self) -> int:
         return len(self.deliveries)
@@ -325,12 +330,14 @@ class Recorder:
         with transaction.atomic(using=self.using):
             written = self.write()
         self.after_commit()
+        self.announce()
         return written
 
     def write(self) -> int:
         """Write what was collected, in the caller's transaction (a claim writes the last
         outcomes first, so the slots they held count as free); call ``after_commit()`` once
         it committed. Returns how many rows."""
+        self._written = None
         if not self.deliveries:
             return 0
         now = timezone.now()
@@ -339,34 +346,43 @@ class Recorder:
         write_outcomes(self.deliveries, self.lease_token, using=self.using)
         for webhook_id, results in self.webhook_results.items():
             _update_webhook_stats(webhook_id, results, now, self.using)
-        for webhook_id, reason in self.disabled.items():
-            if (
-                Webhook.objects.using(self.using)
-                .filter(pk=webhook_id, is_active=True)
-                .update(is_active=False, disabled_reason=reason, disabled_at=now)
-            ):
-                self._verdicts.append(failures.Verdict(webhook_id, "disabled"))
+        verdicts = [
+            failures.Verdict(webhook_id, "disabled")
+            for webhook_id, reason in self.disabled.items()
+            if failures.disable(webhook_id, reason, now, self.using)
+        ]
         still_failing = [
             webhook_id
             for webhook_id, results in self.webhook_results.items()
             if not results[-1] and webhook_id not in self.disabled
         ]
-        self._verdicts += failures.judge(still_failing, now, self.using, self.last_errors)
+        verdicts += failures.judge(still_failing, now, self.using, self.last_errors)
+        self._written = (count, verdicts)
+        return count
+
+    def after_commit(self) -> None:
+        """What write() wrote has committed: forget it, stop claiming for webhooks it
+        disabled, and keep its notices for announce()."""
+        if self._written is None:
+            return
+        count, verdicts = self._written
+        self._written = None
         self.deliveries, self.attempts, self.webhook_results = [], [], {}
         self.disabled, self.last_errors = {}, {}
         self.first_added_at = None
         self.recorded += count
-        return count
-
-    def after_commit(self) -> None:
-        """Tell the world about webhooks the written outcomes disabled (a 410, the failure
-        policy) or put on warning."""
-        verdicts, self._verdicts = self._verdicts, []
         disabled_now = [v.webhook_id for v in verdicts if v.kind == "disabled"]
         if disabled_now:
             subscriptions.forget()
             self.disabled_since_start.update(disabled_now)
-        failures.announce(verdicts, self.using)
+        self._notices += verdicts
+
+    def announce(self) -> None:
+        """Send the signals and notifications of committed verdicts (a 410, the failure
+        policy): webhook_disabled / webhook_failing and the e-mails."""
+        notices, self._notices = self._notices, []
+        if notices:
+            failures.announce(notices, self.using)
 
 
 def _update_webhook_stats(

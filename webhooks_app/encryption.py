@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -26,6 +28,7 @@ from django.conf import settings
 from webhooks_app.conf import app_settings
 
 PREFIX = "fernet:"
+logger = logging.getLogger("webhooks_app.encryption")
 _HKDF_SALT = b"django-webhooks: webhook secrets at rest"
 
 
@@ -62,24 +65,28 @@ def configured() -> bool:
     return bool(app_settings.SECRET_KEYS)
 
 
-def _keys() -> tuple[bytes, ...]:
+def fernet() -> MultiFernet:
+    """The keys as settings say now (read each time: tests and deployments change them),
+    built once per distinct setting (HKDF and key parsing are not per-row work)."""
+    secret_keys = app_settings.SECRET_KEYS
+    if isinstance(secret_keys, list):
+        secret_keys = tuple(secret_keys)
+    fallbacks = tuple(str(key) for key in getattr(settings, "SECRET_KEY_FALLBACKS", []) or [])
     try:
-        keys = parse_keys(app_settings.SECRET_KEYS)
-    except ValueError:  # check E031 reports it; nothing can be encrypted meanwhile
+        return _fernet(secret_keys, str(settings.SECRET_KEY or ""), fallbacks)
+    except TypeError:  # unhashable: not a list of keys, which check E031 reports
         raise SecretUnreadable("WEBHOOKS['SECRET_KEYS'] is not a list of Fernet keys") from None
-    if keys:
-        return tuple(keys)
-    django_keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return tuple(derived_key(str(key)) for key in django_keys if key)
 
 
 @functools.lru_cache(maxsize=8)
-def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
+def _fernet(secret_keys: Any, secret_key: str, fallbacks: tuple[str, ...]) -> MultiFernet:
+    try:
+        keys = parse_keys(secret_keys)
+    except ValueError:  # check E031 reports it; nothing can be encrypted meanwhile
+        raise SecretUnreadable("WEBHOOKS['SECRET_KEYS'] is not a list of Fernet keys") from None
+    if not keys:
+        keys = [derived_key(key) for key in (secret_key, *fallbacks) if key]
     return MultiFernet([Fernet(key) for key in keys])
-
-
-def fernet() -> MultiFernet:
-    return _fernet(_keys())
 
 
 def is_encrypted(stored: str) -> bool:
@@ -87,9 +94,29 @@ def is_encrypted(stored: str) -> bool:
 
 
 def encrypt(secret: str) -> str:
+    if isinstance(secret, UnreadableSecret):
+        return str.__str__(secret)  # as it was stored
     if not secret:
         return ""
     return PREFIX + fernet().encrypt(secret.encode()).decode()
+
+
+class UnreadableSecret(str):
+    """What a stored secret that no configured key decrypts reads as: the stored token, kept
+    so that saving the row writes it back unchanged, and refused by anything that would sign
+    with it (``Webhook.signing_secrets``). One such row must not stop the fan-out, the
+    admin or the host's saves; its deliveries fail visibly instead."""
+
+    __slots__ = ()
+
+
+def read(stored: str) -> str:
+    """``decrypt``, except that an unreadable secret comes back as an ``UnreadableSecret``."""
+    try:
+        return decrypt(stored)
+    except SecretUnreadable:
+        logger.error("a webhook secret cannot be decrypted with the configured keys")
+        return UnreadableSecret(stored)
 
 
 def decrypt(stored: str) -> str:

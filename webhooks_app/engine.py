@@ -298,6 +298,9 @@ class Run:
         self._forget_disabled()
         for item in claimed:
             self._send(item)
+        # The claim wrote the last outcomes; their notices go out now that the new rows are
+        # on their way (a slow mail server must not hold rows past their lease).
+        self.recorder.announce()
         return len(claimed)
 
     def _send(self, item: claims.Claimed) -> None:

@@ -71,8 +71,17 @@ def judge(
         return []
     verdicts: list[Verdict] = []
     share = warning_share()
-    candidates = Webhook.objects.using(using).filter(
-        pk__in=ids, is_active=True, failing_since__isnull=False
+    # Only the counters and the policy: the secret is not decrypted for this.
+    candidates = (
+        Webhook.objects.using(using)
+        .filter(pk__in=ids, is_active=True, failing_since__isnull=False)
+        .only(
+            "pk",
+            "failing_since",
+            "consecutive_failures",
+            "disable_after_seconds",
+            "disable_after_failures",
+        )
     )
     for webhook in candidates:
         period = webhook.effective_disable_after_seconds
@@ -82,11 +91,7 @@ def judge(
         enough = webhook.consecutive_failures >= webhook.effective_disable_after_failures
         if failing_for >= period and enough:
             reason = disable_reason(webhook, now, last_errors.get(webhook.pk, ""))
-            if (
-                Webhook.objects.using(using)
-                .filter(pk=webhook.pk, is_active=True)
-                .update(is_active=False, disabled_reason=reason, disabled_at=now)
-            ):
+            if disable(webhook.pk, reason, now, using):
                 verdicts.append(Verdict(webhook.pk, "disabled"))
         elif (
             share is not None
@@ -97,6 +102,16 @@ def judge(
         ):
             verdicts.append(Verdict(webhook.pk, "failing"))
     return verdicts
+
+
+def disable(webhook_id: int, reason: str, now: datetime.datetime, using: str) -> bool:
+    """Disable an active webhook automatically (a 410, this policy), with the reason and the
+    time on it; False if it was not active. Call in the transaction that decided it."""
+    return bool(
+        Webhook.objects.using(using)
+        .filter(pk=webhook_id, is_active=True)
+        .update(is_active=False, disabled_reason=reason[:500], disabled_at=now)
+    )
 
 
 def announce(verdicts: Iterable[Verdict], using: str) -> None:

@@ -57,11 +57,17 @@ class EncryptedSecretField(models.TextField):  # type: ignore[type-arg]
     differ on every save, so a secret cannot be looked up by value (nothing does)."""
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
-        return None if value is None else encryption.decrypt(value)
+        return None if value is None else encryption.read(value)
 
     def get_prep_value(self, value: Any) -> Any:
         value = super().get_prep_value(value)
         return encryption.encrypt(value) if value else value
+
+
+# Why sync.py deactivates a webhook declared in settings: only the settings can undo these.
+DECLARED_INACTIVE_REASON = "Declared inactive in settings."
+REMOVED_FROM_SETTINGS_REASON = "Removed from settings.WEBHOOKS['ENDPOINTS']."
+SETTINGS_REASONS = (DECLARED_INACTIVE_REASON, REMOVED_FROM_SETTINGS_REASON)
 
 
 class WebhookQuerySet(models.QuerySet["Webhook"]):
@@ -69,10 +75,12 @@ class WebhookQuerySet(models.QuerySet["Webhook"]):
         return self.filter(is_active=True)
 
     def receiving(self) -> WebhookQuerySet:
-        """The webhooks an event makes deliveries for: the active ones, and those disabled
-        in the database (their deliveries are kept as skipped, to resend on re-enabling).
-        An endpoint declared inactive in, or removed from, settings gets none."""
-        return self.filter(Q(is_active=True) | Q(managed_by_settings=False))
+        """The webhooks an event makes deliveries for: the active ones, and the disabled
+        ones (a 410, the failure policy, an operator), whose deliveries are kept as skipped,
+        to resend on re-enabling. An endpoint declared inactive in, or removed from,
+        settings gets none."""
+        deactivated_by_settings = Q(managed_by_settings=True, disabled_reason__in=SETTINGS_REASONS)
+        return self.filter(Q(is_active=True) | ~deactivated_by_settings)
 
 
 class Webhook(models.Model):
@@ -243,6 +251,11 @@ class Webhook(models.Model):
         expires = self.previous_secret_expires_at
         if self.previous_secret and expires is not None and expires > now:
             secrets.append(self.previous_secret)
+        if any(isinstance(secret, encryption.UnreadableSecret) for secret in secrets):
+            raise encryption.SecretUnreadable(
+                f"the secret of webhook {self.pk} cannot be decrypted: add the key it was "
+                "encrypted with to WEBHOOKS['SECRET_KEYS'] (see webhooks_reencrypt)"
+            )
         return secrets
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from webhooks_app import delivery, encryption, events, signing, subscriptions, tasks
 from webhooks_app.models import (
+    SETTINGS_REASONS,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -183,7 +184,12 @@ def reencrypt_secrets() -> tuple[int, list[int]]:
         except encryption.SecretUnreadable:
             unreadable.append(pk)
             continue
-        rewritten += Webhook.objects.filter(pk=pk).update(
+        # Only if the row still holds what was read: a rotation in between must not be
+        # overwritten with the secret it replaced (it is re-encrypted on the next run).
+        unchanged = Webhook.objects.annotate(stored=stored, stored_previous=previous).filter(
+            pk=pk, stored=secret or "", stored_previous=previous_secret or ""
+        )
+        rewritten += unchanged.update(
             secret=Value(values[0], output_field=TextField()),
             previous_secret=Value(values[1], output_field=TextField()),
         )
@@ -195,9 +201,10 @@ def enable(webhook: Webhook, *, resend_skipped: bool = False) -> int:
     ``resend_skipped``, the deliveries skipped since it was disabled are sent again (each
     gets one attempt, like any resend); returns how many."""
     disabled_at = webhook.disabled_at
-    if webhook.managed_by_settings and not webhook.is_active:
+    if webhook.managed_by_settings and webhook.disabled_reason in SETTINGS_REASONS:
         raise OperationError(
-            "This webhook is declared in settings.WEBHOOKS['ENDPOINTS']; enable it there."
+            "This webhook is declared inactive in (or removed from) "
+            "settings.WEBHOOKS['ENDPOINTS']; enable it there."
         )
     with transaction.atomic():
         webhook.is_active = True

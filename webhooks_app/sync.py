@@ -18,9 +18,9 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 
 from webhooks_app.conf import app_settings
-from webhooks_app.models import Webhook
+from webhooks_app.models import DECLARED_INACTIVE_REASON, REMOVED_FROM_SETTINGS_REASON, Webhook
 
-REMOVED_REASON = "Removed from settings.WEBHOOKS['ENDPOINTS']."
+REMOVED_REASON = REMOVED_FROM_SETTINGS_REASON
 _synced: dict[str, str] = {}
 _lock = threading.Lock()
 
@@ -64,7 +64,7 @@ def _row_values(endpoint: dict[str, Any]) -> dict[str, Any]:
         values["disabled_reason"] = ""
         values["disabled_at"] = None
     else:
-        values["disabled_reason"] = "Declared inactive in settings."
+        values["disabled_reason"] = DECLARED_INACTIVE_REASON
         values["disabled_at"] = timezone.now()
     return values
 

@@ -412,14 +412,17 @@ class WebhookAdmin(WebhooksModelAdmin):
             window = "24h"
         length, bucket = ACTIVITY_WINDOWS[window]
         now = timezone.now()
-        if str(object_id).isdigit():
+        numeric = str(object_id).isdigit()
+        if numeric and self.has_view_or_change_permission(request):
             buckets = stats.webhook_activity(int(object_id), now - length, now, bucket)
             context |= {
                 "activity_chart": activity_chart(buckets, bucket),
                 "activity_window": window,
                 "activity_windows": list(ACTIVITY_WINDOWS),
             }
-        declared = Webhook.objects.filter(pk=object_id, managed_by_settings=True).exists()
+        declared = numeric and (
+            Webhook.objects.filter(pk=object_id, managed_by_settings=True).exists()
+        )
         if declared:
             # Nothing on the page can be saved (settings are the source of truth): no Save
             # buttons that would only pretend.

@@ -34,7 +34,9 @@ WRITE_PERMISSIONS = {
     "enable": "webhooks_app.change_webhook",
 }
 # Actions that change a webhook itself; settings-declared webhooks refuse them.
-WRITE_ACTIONS = frozenset({"update", "partial_update", "destroy", "rotate_secret", "enable"})
+# (Enabling is not among them: a settings endpoint disabled by a 410 or the failure policy
+# is enabled again like any other; operations.enable refuses what only settings can undo.)
+WRITE_ACTIONS = frozenset({"update", "partial_update", "destroy", "rotate_secret"})
 
 
 def is_manager(user: Any) -> bool:
