@@ -382,9 +382,14 @@ def test_a_rolled_back_write_tells_nobody_and_the_next_one_tells_once(
     request = delivery.build_request(hook, row.event_id, b"{}")
 
     recorder.add_result(row, hook, request, gone)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        recorder.write()
-        raise RuntimeError("the claim failed after writing the outcomes")
+
+    def claim_that_fails_after_writing() -> None:
+        with transaction.atomic():
+            recorder.write()
+            raise RuntimeError("the claim failed after writing the outcomes")
+
+    with pytest.raises(RuntimeError):
+        claim_that_fails_after_writing()
     recorder.announce()  # as a run does after each claim: nothing was committed
     hook.refresh_from_db()
     assert hook.is_active
