@@ -20,6 +20,7 @@ from tests.hostile import HostileReceiver
 from tests.receiver import Response
 from webhooks_app import claims, engine, http, sql, tasks
 from webhooks_app.models import (
+    DECLARED_INACTIVE_REASON,
     Delivery,
     DeliveryAttempt,
     Event,
@@ -331,7 +332,9 @@ def test_a_webhook_disabled_before_fan_out_gets_a_skipped_delivery_and_no_reques
 
 def test_an_endpoint_declared_inactive_in_settings_gets_nothing(webhook):
     ArticleFactory()
-    Webhook.objects.filter(pk=webhook.pk).update(is_active=False, managed_by_settings=True)
+    Webhook.objects.filter(pk=webhook.pk).update(
+        is_active=False, managed_by_settings=True, disabled_reason=DECLARED_INACTIVE_REASON
+    )
 
     assert claim() == []
     assert Delivery.objects.count() == 0

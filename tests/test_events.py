@@ -15,7 +15,7 @@ from tests.models import Account, Article, Invoice, Unwatched
 from webhooks_app import claims, engine, tasks
 from webhooks_app.actor import acting_as
 from webhooks_app.events import UnknownEvent, emit
-from webhooks_app.models import Delivery, Event, Webhook
+from webhooks_app.models import DECLARED_INACTIVE_REASON, Delivery, Event, Webhook
 
 # These tests look at what is recorded, never committed (no worker is woken); what is sent
 # is test_delivery's business.
@@ -294,7 +294,9 @@ def test_an_event_for_a_disabled_webhook_is_kept():
 
 
 def test_an_endpoint_declared_inactive_in_settings_receives_nothing():
-    WebhookFactory(is_active=False, managed_by_settings=True)
+    WebhookFactory(
+        is_active=False, managed_by_settings=True, disabled_reason=DECLARED_INACTIVE_REASON
+    )
     ArticleFactory()
 
     assert Event.objects.count() == 0
