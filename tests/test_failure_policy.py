@@ -402,3 +402,17 @@ def test_a_rolled_back_write_tells_nobody_and_the_next_one_tells_once(
     assert not hook.is_active
     assert [kind for kind, _ in signals_sent] == ["disabled"]
     assert len(mailoutbox) == 1
+
+
+def test_turning_is_active_on_through_the_api_is_enabling(disabled, staff_client):
+    response = staff_client.patch(
+        f"/api/webhooks/{disabled.pk}/", {"is_active": True}, format="json"
+    )
+    off = staff_client.patch(f"/api/webhooks/{disabled.pk}/", {"is_active": False}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["disabled_reason"] == ""
+    assert response.json()["consecutive_failures"] == 0
+    assert off.json()["disabled_reason"].startswith("Disabled by ")
+    assert off.json()["disabled_reason"].endswith(" through the API.")
+    assert off.json()["disabled_at"] is not None

@@ -113,6 +113,19 @@ class WebhookViewSet(viewsets.ModelViewSet[Webhook]):
     def perform_create(self, serializer: BaseSerializer[Webhook]) -> None:
         serializer.save(owner=self.request.user)
 
+    def perform_update(self, serializer: BaseSerializer[Webhook]) -> None:
+        # Turning is_active on or off is enabling or disabling, as in the admin: the reason,
+        # the time and the failure count follow (and enable/ also resends what was skipped).
+        webhook = serializer.instance
+        assert isinstance(webhook, Webhook)
+        was_active = webhook.is_active
+        wants = serializer.validated_data.pop("is_active", was_active)
+        serializer.save()
+        if wants and not was_active:
+            operations.enable(webhook)
+        elif was_active and not wants:
+            operations.disable(webhook, f"Disabled by {self.request.user} through the API.")
+
     @extend_schema(request=TestSendSerializer, responses=TestResultSerializer)
     @action(detail=True, methods=["post"], url_path="test")
     def send_test(self, request: Request, pk: str | None = None) -> Response:
