@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from webhooks_app import stats
-from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook
+from webhooks_app.models import Delivery, DeliveryAttempt, Webhook, is_retrying
 
 DELIVERY_WINDOW = datetime.timedelta(hours=1)
 DURATION_WINDOW = datetime.timedelta(minutes=5)
@@ -86,7 +86,7 @@ class WebhooksCollector(Collector):
         counts: dict[tuple[int, str], int] = {}
         for row in rows:
             status = row["status"]
-            if status == DeliveryStatus.PENDING and row["attempts"]:
+            if is_retrying(status, row["attempts"]):
                 status = "retrying"  # failed before, waiting for its next attempt
             key = (row["webhook_id"], status)
             counts[key] = counts.get(key, 0) + row["n"]

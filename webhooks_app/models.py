@@ -326,6 +326,12 @@ class Lane(models.TextChoices):
     RETRY = "retry", "Retry or resend"
 
 
+def is_retrying(status: str, attempts: int) -> bool:
+    """A pending delivery that failed before and waits for its next attempt (the admin's
+    Retrying badge, the chart's and the metrics' "retrying")."""
+    return status == DeliveryStatus.PENDING and attempts > 0
+
+
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
     """The lease verbs, in one place: every claim and every release goes through these."""
 

@@ -49,6 +49,16 @@ def recipients(webhook: Webhook) -> list[str]:
     return found
 
 
+def ways_to_reenable(webhook: Webhook) -> str:
+    """Every way to enable ``webhook`` again and resend what it skipped, as one phrase (the
+    disable e-mail and a disabled webhook's successful test both say it)."""
+    return (
+        "the admin's 'Re-enable and resend skipped' action, the API's POST "
+        f'.../webhooks/{webhook.pk}/enable/ with {{"resend_skipped": true}}, '
+        f"or `manage.py webhooks_enable {webhook.pk} --resend-skipped`"
+    )
+
+
 def notice_for(kind: str, webhook: Webhook) -> Notice:
     from webhooks_app import failures
 
@@ -60,9 +70,7 @@ def notice_for(kind: str, webhook: Webhook) -> Notice:
             f"{webhook.disabled_reason}\n\n"
             "Events that arrive while it is disabled are kept as skipped deliveries. Once "
             "the endpoint works again, re-enable the webhook and resend what was skipped: "
-            "the admin's 'Re-enable and resend skipped' action, the API's POST "
-            f'.../webhooks/{webhook.pk}/enable/ with {{"resend_skipped": true}}, '
-            f"or `manage.py webhooks_enable {webhook.pk} --resend-skipped`."
+            f"{ways_to_reenable(webhook)}."
         )
     else:
         since = webhook.failing_since or timezone.now()

@@ -26,6 +26,7 @@ from webhooks_app.models import (
     Trigger,
     Webhook,
 )
+from webhooks_app.notifications import ways_to_reenable
 from webhooks_app.registry import TEST_EVENT
 
 MAX_ROTATION_GRACE = datetime.timedelta(days=7)
@@ -76,9 +77,7 @@ def reenable_hint(webhook: Webhook, attempt: DeliveryAttempt) -> str:
     return (
         "The endpoint works, but this webhook is disabled"
         + (f" ({webhook.disabled_reason})" if webhook.disabled_reason else "")
-        + ": re-enable it (and resend what was skipped) with the admin's 'Re-enable and "
-        "resend skipped' action, the API's POST .../enable/ with {\"resend_skipped\": true}, "
-        f"or `manage.py webhooks_enable {webhook.pk} --resend-skipped`."
+        + f": re-enable it (and resend what was skipped) with {ways_to_reenable(webhook)}."
     )
 
 

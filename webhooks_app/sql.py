@@ -445,13 +445,8 @@ def insert(using: str, objects: Sequence[Model], *, returning_ids: bool = False)
             f"VALUES {', '.join([row] * len(chunk))}{returning}"
         )
         result = _execute(using, sql, params)
-        if returning_ids:
-            # Both backends return a multi-row INSERT's rows in VALUES order.
-            for obj, (pk,) in zip(chunk, result, strict=True):
-                obj.pk = pk
-        for obj in chunk:
-            obj._state.adding = False
-            obj._state.db = using
+        # Both backends return a multi-row INSERT's rows in VALUES order.
+        _saved(chunk, result if returning_ids else None, using)
 
 
 # Fields whose stored form is the Python value itself: the per-value adaptation the ORM does
@@ -492,8 +487,13 @@ def _insert_postgres(
     returning = f" RETURNING {names[pk_name]}" if returning_ids else ""
     sql = f"INSERT INTO {names.table} ({column_list}) SELECT * FROM unnest({arrays}){returning}"  # noqa: S608
     result = _execute(using, sql, columns)
-    if returning_ids:
-        for obj, (pk,) in zip(objects, result, strict=True):
+    _saved(objects, result if returning_ids else None, using)
+
+
+def _saved(objects: Sequence[Model], new_ids: Any, using: str) -> None:
+    """Mark inserted objects as saved in ``using``, with their ids when they were returned."""
+    if new_ids is not None:
+        for obj, (pk,) in zip(objects, new_ids, strict=True):
             obj.pk = pk
     for obj in objects:
         obj._state.adding = False

@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webhooks_app import tasks
-from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook
+from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook, is_retrying
 
 SETTLED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED)
 # A worker not seen for this long is taken for dead (its ticker renews every second; another
@@ -146,7 +146,7 @@ def webhook_activity(
             item.succeeded += 1
         elif status == DeliveryStatus.FAILED:
             item.failed += 1
-        elif status == DeliveryStatus.PENDING and attempts:
+        elif is_retrying(status, attempts):
             item.retrying += 1
         if duration is not None:
             durations[index].append(duration)
@@ -173,9 +173,7 @@ class QueueHealth:
 
     @property
     def workers_alive(self) -> bool:
-        if self.worker_seen_at is None:
-            return False
-        return (self.now - self.worker_seen_at).total_seconds() <= WORKER_SILENCE_SECONDS
+        return worker_alive(self.worker_seen_at, self.now)
 
     @property
     def workers_text(self) -> str:
@@ -261,9 +259,12 @@ def workers_down_with_work_due() -> bool:
     """Deliveries are due and no worker is alive: what the admin index warns about. Two
     indexed lookups, so every admin page view can afford it."""
     now = timezone.now()
-    seen = tasks.worker_seen_at()
-    alive = seen is not None and (now - seen).total_seconds() <= WORKER_SILENCE_SECONDS
-    return not alive and Delivery.objects.due(now).exists()
+    return not worker_alive(tasks.worker_seen_at(), now) and Delivery.objects.due(now).exists()
+
+
+def worker_alive(seen: datetime.datetime | None, now: datetime.datetime) -> bool:
+    """A worker seen within WORKER_SILENCE_SECONDS counts as alive."""
+    return seen is not None and (now - seen).total_seconds() <= WORKER_SILENCE_SECONDS
 
 
 def webhook_names(ids: Iterable[int]) -> dict[int, str]:

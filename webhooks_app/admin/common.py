@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from webhooks_app import stats
-from webhooks_app.models import Delivery, DeliveryStatus
+from webhooks_app.models import Delivery, DeliveryStatus, is_retrying
 
 # Past this many rows the list says "10,000+" instead of counting the rest.
 COUNT_CAP = 10_000
@@ -118,7 +118,7 @@ def delivery_state(delivery: Delivery, now: datetime.datetime | None = None) -> 
         return status_badge(delivery.status, delivery.get_status_display())
     if delivery.lease_token and delivery.next_attempt_at and delivery.next_attempt_at > now:
         return status_badge(delivery.status, "Sending")
-    if delivery.attempts:
+    if is_retrying(delivery.status, delivery.attempts):
         return format_html(
             '<span class="webhooks-status webhooks-status-retrying">{} Retrying</span> '
             "<small>{} {}</small>",
