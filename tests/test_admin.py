@@ -756,3 +756,28 @@ def test_the_webhook_page_charts_its_deliveries_by_outcome_and_latency(admin_cli
     assert page.count('class="webhooks-bar-retrying"') == 1
     assert 'id="webhooks-latency-p95"' in page
     assert "Deliveries and latency, last 7d" in week
+
+
+def test_the_activity_percentiles_are_exact_and_each_bucket_holds_only_its_own_deliveries(webhook):
+    from webhooks_app import stats
+
+    event = Event.objects.create(name="create", model="article", body="{}")
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    since = now - datetime.timedelta(hours=2)
+    # Durations 1..200 ms once each, and 40 more of 7 ms; every 7 ms one moves to the second hour.
+    for duration in [*range(1, 201), *[7] * 40]:
+        Delivery.objects.create(
+            event=event, webhook=webhook, status="succeeded", attempts=1, last_duration_ms=duration
+        )
+    deliveries = Delivery.objects.filter(webhook=webhook)
+    deliveries.exclude(last_duration_ms=7).update(created_at=since + datetime.timedelta(minutes=59))
+    # The 7 ms ones start the second hour exactly: a boundary belongs to the bucket it opens.
+    deliveries.filter(last_duration_ms=7).update(created_at=now - datetime.timedelta(hours=1))
+
+    first, second = stats.webhook_activity(webhook.pk, since, now, datetime.timedelta(hours=1))
+
+    ranked = sorted(d for d in range(1, 201) if d != 7)
+    assert first.succeeded == len(ranked) == 199
+    assert first.p50_ms == ranked[round(0.5 * 198)]
+    assert first.p95_ms == ranked[round(0.95 * 198)]
+    assert (second.succeeded, second.p50_ms, second.p95_ms) == (41, 7, 7)

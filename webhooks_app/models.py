@@ -328,8 +328,12 @@ class Lane(models.TextChoices):
 
 def is_retrying(status: str, attempts: int) -> bool:
     """A pending delivery that failed before and waits for its next attempt (the admin's
-    Retrying badge, the chart's and the metrics' "retrying")."""
+    Retrying badge, the chart's and the metrics' "retrying"). ``RETRYING`` below is the same
+    rule for queries: keep the two together."""
     return status == DeliveryStatus.PENDING and attempts > 0
+
+
+RETRYING = Q(status=DeliveryStatus.PENDING, attempts__gt=0)
 
 
 class DeliveryQuerySet(models.QuerySet["Delivery"]):

@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webhooks_app import tasks
-from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook, is_retrying
+from webhooks_app.models import RETRYING, Delivery, DeliveryAttempt, DeliveryStatus, Webhook
 
 SETTLED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED)
 # A worker not seen for this long is taken for dead (its ticker renews every second; another
@@ -128,34 +128,57 @@ def webhook_activity(
 ) -> list[Activity]:
     """A webhook's deliveries created in ``[since, until)`` per ``bucket``: succeeded, failed,
     retrying (failed before, waiting for the next attempt), and the p50 / p95 of their last
-    attempt's duration. One range of the ``(webhook, -created_at)`` index, four columns a
-    row: no join, no per-row SQL function."""
+    attempt's duration.
+
+    One query per bucket, a range of the ``(webhook, -created_at)`` index grouped by duration:
+    the database counts, Python only reads one row per distinct duration (a few hundred), so
+    the percentiles are exact and a week of a busy endpoint is not carried into Python row by
+    row (bench/admin_lists.py: a webhook with 117,000 deliveries in the week).
+    """
     buckets: list[Activity] = []
     start = since
     while start < until:
-        buckets.append(Activity(start))
-        start += bucket
-    durations: list[list[int]] = [[] for _ in buckets]
-    rows = Delivery.objects.filter(
-        webhook_id=webhook_id, created_at__gte=since, created_at__lt=until
-    ).values_list("created_at", "status", "attempts", "last_duration_ms")
-    for created_at, status, attempts, duration in rows.iterator(chunk_size=5000):
-        index = min(int((created_at - since) / bucket), len(buckets) - 1)
-        item = buckets[index]
-        if status == DeliveryStatus.SUCCEEDED:
-            item.succeeded += 1
-        elif status == DeliveryStatus.FAILED:
-            item.failed += 1
-        elif is_retrying(status, attempts):
-            item.retrying += 1
-        if duration is not None:
-            durations[index].append(duration)
-    for item, values in zip(buckets, durations, strict=True):
-        if values:
-            values.sort()
-            item.p50_ms = values[(len(values) - 1) // 2]
-            item.p95_ms = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+        end = min(start + bucket, until)
+        item = Activity(start)
+        rows = (
+            Delivery.objects.filter(
+                webhook_id=webhook_id, created_at__gte=start, created_at__lt=end
+            )
+            .order_by()
+            .values("last_duration_ms")
+            .annotate(
+                total=Count("pk"),
+                succeeded=Count("pk", filter=Q(status=DeliveryStatus.SUCCEEDED)),
+                failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
+                retrying=Count("pk", filter=RETRYING),
+            )
+        )
+        durations: list[tuple[int, int]] = []
+        for row in rows:
+            item.succeeded += row["succeeded"]
+            item.failed += row["failed"]
+            item.retrying += row["retrying"]
+            if row["last_duration_ms"] is not None:
+                durations.append((row["last_duration_ms"], row["total"]))
+        item.p50_ms = _percentile(durations, 0.50)
+        item.p95_ms = _percentile(durations, 0.95)
+        buckets.append(item)
+        start = end
     return buckets
+
+
+def _percentile(counted: list[tuple[int, int]], share: float) -> int | None:
+    """The nearest-rank percentile of values given as ``(value, how many)`` pairs."""
+    total = sum(n for _, n in counted)
+    if not total:
+        return None
+    rank = min(total - 1, round(share * (total - 1)))
+    seen = 0
+    for value, n in sorted(counted):
+        seen += n
+        if seen > rank:
+            return value
+    raise AssertionError("unreachable: rank < total")
 
 
 @dataclass
