@@ -86,6 +86,17 @@ def test_index_warns_when_deliveries_are_due_and_no_worker_is_alive(admin_client
         next_attempt_at=timezone.now() - datetime.timedelta(seconds=46),
     )
     down = admin_client.get(reverse("admin:index")).content.decode()
+    # The webhooks pages warn too, whatever the order of INSTALLED_APPS (check W005).
+    pages_down = [
+        admin_client.get(page).content.decode()
+        for page in (
+            reverse("admin:app_list", args=["webhooks_app"]),
+            url("webhook_changelist"),
+            url("webhook_change", webhook.pk),
+            url("delivery_changelist"),
+            url("deliveryhealth_changelist"),
+        )
+    ]
     Lease.objects.create(
         name=tasks.TICKER_LEASE,
         owner="a-worker",
@@ -96,6 +107,7 @@ def test_index_warns_when_deliveries_are_due_and_no_worker_is_alive(admin_client
 
     assert "webhooks-workers-down" not in quiet  # nothing due: nothing to warn about
     assert "webhooks-workers-down" in down
+    assert all(page.count('id="webhooks-workers-down"') == 1 for page in pages_down)
     assert "no worker seen (is a qcluster running?)" in down
     assert "webhooks-workers-down" not in alive
     assert "alive (seen 1 s ago)" in health

@@ -5,6 +5,7 @@ that the message names the setting and the rule, since that line is all an opera
 ``runserver`` refuses to start.
 """
 
+import io
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from webhooks_app.checks import check_q_cluster, check_settings
+from webhooks_app.checks import check_admin_banner, check_q_cluster, check_settings
 
 URL = "https://example.com/hook"
 
@@ -46,6 +47,7 @@ def endpoint(**options: Any) -> dict[str, Any]:
 def test_suite_settings_are_valid():
     assert check_settings() == []
     assert check_q_cluster() == []
+    assert check_admin_banner() == []
 
 
 def test_no_webhooks_setting_is_valid():
@@ -732,3 +734,37 @@ def test_no_secret_keys_outside_debug_is_warning_w004(settings):
     assert without == ["webhooks_app.W004"]
     assert configured == []
     assert in_debug == []
+
+
+def test_w005_when_the_admin_index_django_finds_cannot_show_the_workers_banner(tmp_path):
+    apps_after_admin = [app for app in settings.INSTALLED_APPS if app != "webhooks_app"]
+    apps_after_admin.insert(apps_after_admin.index("django.contrib.admin") + 1, "webhooks_app")
+    own_index = tmp_path / "plain" / "admin" / "index.html"
+    own_index.parent.mkdir(parents=True)
+    own_index.write_text('{% extends "admin/base_site.html" %}')
+    tagged_index = tmp_path / "tagged" / "admin" / "index.html"
+    tagged_index.parent.mkdir(parents=True)
+    tagged_index.write_text(
+        '{% extends "admin/index.html" %}{% load webhooks_admin %}'
+        "{% block messages %}{% webhooks_worker_banner %}{% endblock %}"
+    )
+
+    def with_template_dir(directory):
+        return [{**settings.TEMPLATES[0], "DIRS": [str(directory)]}]
+
+    output = io.StringIO()
+    with override_settings(INSTALLED_APPS=apps_after_admin):
+        after_admin = check_admin_banner()
+        call_command("check", stdout=output, stderr=output)  # registered, so it runs
+    with override_settings(TEMPLATES=with_template_dir(own_index.parent.parent)):
+        own = check_admin_banner()
+    with override_settings(TEMPLATES=with_template_dir(tagged_index.parent.parent)):
+        tagged = check_admin_banner()
+
+    assert ids(after_admin) == ["webhooks_app.W005"]
+    assert "webhooks_app.W005" in output.getvalue()
+    assert "django/contrib/admin/templates/admin/index.html" in after_admin[0].msg
+    assert "before 'django.contrib.admin' in INSTALLED_APPS" in after_admin[0].hint
+    assert ids(own) == ["webhooks_app.W005"]
+    assert str(own_index) in own[0].msg
+    assert tagged == []

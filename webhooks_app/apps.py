@@ -18,6 +18,7 @@ class WebhooksConfig(AppConfig):
 
         checks.register(webhook_checks.check_settings, "webhooks")
         checks.register(webhook_checks.check_q_cluster, "webhooks")
+        checks.register(webhook_checks.check_admin_banner, "webhooks")
         signal_handlers.wire()
         post_migrate.connect(after_migrate, sender=self, dispatch_uid="webhooks_app:post_migrate")
         # A (re)started cluster starts the dispatcher at once instead of at the next schedule

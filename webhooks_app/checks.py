@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
@@ -584,3 +585,41 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             )
         )
     return messages
+
+
+BANNER_TAG = "webhooks_worker_banner"
+
+
+def check_admin_banner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The admin index warns when deliveries are due and no worker runs only if our
+    ``admin/index.html`` is the one Django finds (webhooks_app before django.contrib.admin)
+    or the project's own index carries the tag. Reads template files, never the database."""
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    from django.template import TemplateDoesNotExist
+    from django.template.loader import get_template
+
+    try:
+        found = get_template("admin/index.html")
+    except TemplateDoesNotExist:
+        return []
+    origin = getattr(getattr(found, "origin", None), "name", "") or ""
+    ours = str(Path(apps.get_app_config("webhooks_app").path) / "templates")
+    if origin.startswith(ours):
+        return []
+    try:
+        source = Path(origin).read_text(encoding="utf-8")
+    except OSError:
+        source = ""
+    if BANNER_TAG in source:
+        return []
+    return [
+        Warning(
+            "The admin index will not warn when deliveries are due and no worker is running: "
+            f"Django uses {origin or 'another admin/index.html'}, not webhooks_app's.",
+            hint="List 'webhooks_app' before 'django.contrib.admin' in INSTALLED_APPS, or put "
+            "{% load webhooks_admin %}{% webhooks_worker_banner %} in your admin/index.html. "
+            "The webhooks pages show the warning either way.",
+            id="webhooks_app.W005",
+        )
+    ]

@@ -9,12 +9,17 @@ from django.utils.html import format_html
 from webhooks_app import stats
 
 register = template.Library()
+SHOWN = "webhooks_worker_banner_shown"
 
 
-@register.simple_tag
-def webhooks_worker_banner() -> str:
-    """A warning across the admin index when deliveries are due and no worker is alive: the
-    first thing an operator should see when webhooks stopped going out."""
+@register.simple_tag(takes_context=True)
+def webhooks_worker_banner(context: template.Context) -> str:
+    """A warning across the admin index and the webhooks pages when deliveries are due and no
+    worker is alive: the first thing an operator should see when webhooks stopped going out.
+    Once per page: the app index extends the index, and both carry the tag."""
+    if context.render_context.get(SHOWN):
+        return ""
+    context.render_context[SHOWN] = True
     if not stats.workers_down_with_work_due():
         return ""
     health = reverse("admin:webhooks_app_deliveryhealth_changelist")
