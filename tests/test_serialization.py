@@ -30,6 +30,7 @@ from webhooks_app import registry
 from webhooks_app.serialization import (
     MAX_SAFE_INTEGER,
     UnserializableValue,
+    _write,
     dumps,
     encode_value,
     instance_data,
@@ -227,6 +228,39 @@ def test_dumps_survives_javascript_round_trip(node, values):
 def test_dumps_loads_gives_value_back(value):
     # Parsed from the UTF-8 bytes we send, not from the str.
     assert tagged(json.loads(dumps(value).encode())) == tagged(documented(value))
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_the_fast_path_writes_what_the_careful_writer_writes(value):
+    # dumps() hands most payloads (floats included) to Python's C encoder; it must never
+    # write other bytes than the JavaScript-exact writer would.
+    careful: list[str] = []
+    _write(value, careful)
+    assert dumps(value) == "".join(careful)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        0.0,
+        -0.0,
+        1.0,
+        3.5,
+        1e-4,
+        1.5e-4,
+        9.99e-5,
+        1e15 + 0.5,
+        2.0**53,
+        2.0**53 + 2,
+        1e16,
+        1e20,
+        1e21,
+        2.0**60,
+    ],
+)
+def test_the_fast_path_writes_floats_at_its_edges_as_javascript_does(number):
+    assert dumps({"rating": number}) == '{"rating":' + js_number(number) + "}"
 
 
 # (value, the body JavaScript's JSON.stringify(JSON.parse(body)) gives back)

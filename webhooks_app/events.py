@@ -1,9 +1,10 @@
 """``emit()``: the one way an Event is created, with the envelope every subscriber receives.
 
 A watched save costs the writer one INSERT: the Event row, in the caller's transaction, marked
-``pending_fanout``. After commit a worker is woken; it creates the event's deliveries (one per
-subscribed webhook) and sends them. The Event row is the outbox: it commits or rolls back with
-the caller's change, and a worker that never woke finds it again (``tasks.tick``).
+``pending_fanout`` (inside a transaction one statement writes all its events: ``outbox``).
+After commit a worker is woken; it creates the event's deliveries (one per subscribed
+webhook) and sends them. The Event row is the outbox: it commits or rolls back with the
+caller's change, and a worker that never woke finds it again (``tasks.tick``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 from django.utils import timezone
 
-from webhooks_app import actor, registry, statements, subscriptions, tasks
+from webhooks_app import actor, outbox, registry, subscriptions, tasks
 from webhooks_app.conf import app_settings
 from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Trigger, Webhook
 from webhooks_app.serialization import dumps
@@ -109,8 +110,8 @@ def record(
     event.body = dumps(envelope)
 
     if webhooks is None:
-        # One statement: in autocommit it needs no transaction of its own.
-        statements.insert_event(event, using)
+        # One statement in autocommit; in a transaction, one for all its events (outbox).
+        outbox.add(event, using)
         tasks.wake_on_commit(using)
         return event
     with transaction.atomic(using=using):

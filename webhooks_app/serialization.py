@@ -196,12 +196,13 @@ def _plain(value: Any) -> Any:
 
 def dumps(payload: Any) -> str:
     """Compact JSON that survives a JavaScript parse/stringify round trip unchanged."""
-    if _needs_only_plain_json(payload):
-        # The common payload (strings, small integers, booleans, nulls, objects with
-        # non-numeric keys): Python's C encoder writes exactly what JavaScript would, in a
-        # fifth of the time. Anything else (floats, big integers, other types, index-like
-        # keys) takes the careful path below.
-        text = _plain_json(payload)
+    plain = _plain_form(payload)
+    if plain is not _CAREFUL:
+        # The common payload (strings, small integers, booleans, nulls, floats both languages
+        # write alike, objects with non-numeric keys): Python's C encoder writes exactly what
+        # JavaScript would, in a fifth of the time. Anything else (other floats, big integers,
+        # other types, index-like keys) takes the careful path below.
+        text = _plain_json(plain)
         if not _LONE_SURROGATE.search(text):
             return text
     out: list[str] = []
@@ -212,51 +213,102 @@ def dumps(payload: Any) -> str:
 _plain_json = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False
 ).encode
+_CAREFUL: Any = object()
+_WRITTEN_ALIKE = frozenset({type(None), bool, str})
 
 
-def _needs_only_plain_json(value: Any) -> bool:
+def _plain_form(value: Any) -> Any:
+    """``value`` as Python's encoder would write it the JavaScript way, or ``_CAREFUL``.
+
+    Floats: an integral one up to 2**53 is written as the integer JavaScript prints (``0``,
+    not ``0.0``; every digit counts there); a fraction with 1e-4 <= |x| has the same shortest
+    round-trip digits in fixed notation in both languages. The rest (big integral floats,
+    whose digits JavaScript pads with zeros, exponents, NaN) need ``js_number``."""
     kind = type(value)
     if value is None or kind is bool or kind is str:
-        return True
+        return value
     if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+        return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _CAREFUL
+    if kind is float:
+        size = abs(value)
+        if value.is_integer():
+            return int(value) if size <= MAX_SAFE_INTEGER else _CAREFUL
+        return value if 1e-4 <= size < 1e16 else _CAREFUL
     if kind is dict:
-        return all(
-            type(key) is str and not key[:1].isdigit() and _needs_only_plain_json(item)
-            for key, item in value.items()
-        )
+        result = {}
+        for key, item in value.items():
+            if type(key) is not str or key[:1].isdigit():
+                return _CAREFUL
+            if type(item) in _WRITTEN_ALIKE:  # most fields: no call
+                result[key] = item
+                continue
+            plain = _plain_form(item)
+            if plain is _CAREFUL:
+                return _CAREFUL
+            result[key] = plain
+        return result
     if kind is list:
-        return all(_needs_only_plain_json(item) for item in value)
-    return False
+        items = []
+        for item in value:
+            plain = _plain_form(item)
+            if plain is _CAREFUL:
+                return _CAREFUL
+            items.append(plain)
+        return items
+    return _CAREFUL
 
 
 def instance_data(instance: models.Model, field_names: Sequence[str]) -> dict[str, Any]:
     """The named concrete fields of an instance; a foreign key as the related primary key."""
-    return {
-        name: encode_value(_as_stored(model_field, getattr(instance, attname)))
-        for name, model_field, attname in _fields_of(type(instance), tuple(field_names))
-    }
+    return _data(_fields_of(type(instance), tuple(field_names)), instance.__dict__, instance)
 
 
 def values_data(
     model: type[models.Model], field_names: Sequence[str], values: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``instance_data`` of the values an instance had, by attribute name (a snapshot)."""
-    return {
-        name: encode_value(_as_stored(model_field, values[attname]))
-        for name, model_field, attname in _fields_of(model, tuple(field_names))
-    }
+    return _data(_fields_of(model, tuple(field_names)), values, None)
+
+
+def _data(
+    fields: list[tuple[str, Any, str, frozenset[type]]],
+    values: Mapping[str, Any],
+    instance: models.Model | None,
+) -> dict[str, Any]:
+    data = {}
+    for name, model_field, attname, kept_types in fields:
+        if attname in values:
+            value = values[attname]
+        else:  # deferred on the instance: let Django load it
+            value = getattr(instance, attname) if instance is not None else values[attname]
+        # Most values are already what the payload holds: skip the conversions for them.
+        if type(value) not in kept_types:
+            value = encode_value(_as_stored(model_field, value))
+        data[name] = value
+    return data
+
+
+_SCALARS = frozenset({type(None), bool, int, float})
 
 
 @functools.cache
 def _fields_of(
     model: type[models.Model], field_names: tuple[str, ...]
-) -> list[tuple[str, Any, str]]:
-    """(name, field, attribute name) per field: looked up once per model, not per save."""
+) -> list[tuple[str, Any, str, frozenset[type]]]:
+    """(name, field, attribute name, the value types ``_as_stored`` and ``encode_value``
+    leave as they are) per field: looked up once per model, not per save."""
     fields = []
     for name in field_names:
         model_field = model._meta.get_field(name)
-        fields.append((name, model_field, str(getattr(model_field, "attname", name))))
+        if isinstance(model_field, (models.FileField, models.DecimalField)):
+            kept: frozenset[type] = frozenset()
+        elif model_field.is_relation or isinstance(
+            model_field, (models.CharField, models.TextField)
+        ):
+            kept = _SCALARS | {str}
+        else:  # a string there is parsed as the database would (a date, a number)
+            kept = _SCALARS
+        fields.append((name, model_field, str(getattr(model_field, "attname", name)), kept))
     return fields
 
 

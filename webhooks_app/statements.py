@@ -18,6 +18,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connections, models
 
+from webhooks_app import sql
 from webhooks_app.models import Event
 
 
@@ -83,10 +84,7 @@ class EventInserter:
 
     def insert(self, event: Event) -> None:
         connection = connections[self.using]
-        values = [
-            field.get_db_prep_save(getattr(event, field.attname), connection)
-            for field in self.fields
-        ]
+        values = [sql.column_value(field, event, connection) for field in self.fields]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, values)
         event._state.adding = False

@@ -1,0 +1,131 @@
+"""The Event rows of an open transaction, written together just before anyone could see them.
+
+In autocommit a watched save's Event is inserted at once (one statement, its own
+transaction). Inside a transaction it waits here, and all the transaction's events go in as
+one multi-row INSERT at the first moment the database could show them to anyone:
+
+* before the commit (so they commit with the caller's change, or not at all: the outbox);
+* before any statement of this connection that names one of our tables (so a query in the
+  same transaction, ``Event.objects.filter(...)`` or a test's assertion, sees them);
+* before a savepoint is set, released or rolled back to (so rolling back to a savepoint
+  removes exactly the events recorded after it, as the database does with every row).
+
+A rollback of the transaction drops them. 1,000 saves in one transaction then cost one COPY
+of 1,000 rows on PostgreSQL (multi-row INSERTs of 100 on SQLite) instead of 1,000 round
+trips (docs/benchmarks.md).
+
+Django has no hook before a commit (``on_commit`` runs after it, too late for an outbox), so
+while a connection holds events its ``commit`` and ``rollback`` are wrapped on that one
+connection object, and an execute wrapper (Django's documented ``execute_wrapper`` list) sees
+its statements; all three are removed again once the events are written or dropped, so a
+connection without pending events runs exactly as Django's own. Statements sent on the
+DB-API connection directly (``connection.connection.cursor()``) bypass Django and see no
+pending events.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import apps
+from django.db import connections
+
+from webhooks_app import sql, statements
+from webhooks_app.models import Event
+
+_PENDING = "_webhooks_outbox"
+
+
+class _Pending:
+    """One connection's unwritten events and the hooks installed for them."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        # The DB-API connection the transaction runs on: if it was closed and reopened, the
+        # transaction (and these events) are gone with it.
+        self.raw = connection.connection
+        self.events: list[Event] = []
+        self.wrapper = functools.partial(_before_statement, self)
+        self.commit = connection.commit
+        self.rollback = connection.rollback
+
+    def install(self) -> None:
+        connection = self.connection
+        # At the front: execute_wrapper() blocks opened meanwhile pop() from the end, and must
+        # pop their own wrapper, never this one.
+        connection.execute_wrappers.insert(0, self.wrapper)
+        connection.commit = self.write_then_commit
+        connection.rollback = self.drop_then_rollback
+        setattr(connection, _PENDING, self)
+
+    def uninstall(self) -> None:
+        connection = self.connection
+        if self.wrapper in connection.execute_wrappers:
+            connection.execute_wrappers.remove(self.wrapper)
+        # The instance attributes shadowed the class's methods: removing them restores those.
+        connection.__dict__.pop("commit", None)
+        connection.__dict__.pop("rollback", None)
+        connection.__dict__.pop(_PENDING, None)
+
+    def write(self) -> None:
+        """Insert the events (unless their transaction is gone) and stop watching."""
+        self.uninstall()
+        if self.events and self.connection.connection is self.raw:
+            sql.copy(self.connection.alias, self.events)
+
+    def write_then_commit(self) -> None:
+        self.write()
+        self.commit()
+
+    def drop_then_rollback(self) -> None:
+        self.uninstall()
+        self.rollback()
+
+
+def add(event: Event, using: str) -> None:
+    """Write ``event`` in the caller's transaction: now in autocommit, else with the
+    transaction's other events before they could be seen (see the module docstring)."""
+    connection = connections[using]
+    if connection.get_autocommit():
+        statements.insert_event(event, using)
+        return
+    pending: _Pending | None = connection.__dict__.get(_PENDING)
+    if pending is not None and pending.raw is not connection.connection:
+        pending.uninstall()  # left from a connection that was closed mid-transaction
+        pending = None
+    if pending is None:
+        pending = _Pending(connection)
+        pending.install()
+    event._state.adding = False
+    event._state.db = using
+    pending.events.append(event)
+
+
+def _before_statement(
+    pending: _Pending,
+    execute: Callable[..., Any],
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    if _may_see_events(sql):
+        pending.write()
+    return execute(sql, params, many, context)
+
+
+def _may_see_events(sql: Any) -> bool:
+    return bool(_watched_statements().search(str(sql)))
+
+
+@functools.cache
+def _watched_statements() -> re.Pattern[str]:
+    """SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT, or any name of our tables."""
+    tables = sorted(
+        model._meta.db_table for model in apps.get_app_config("webhooks_app").get_models()
+    )
+    names = "|".join(re.escape(table) for table in tables)
+    return re.compile(rf"\bSAVEPOINT\b|{names}", re.IGNORECASE)
