@@ -793,3 +793,19 @@ def test_the_activity_percentiles_are_exact_and_each_bucket_holds_only_its_own_d
     assert first.p50_ms == ranked[round(0.5 * 198)]
     assert first.p95_ms == ranked[round(0.95 * 198)]
     assert (second.succeeded, second.p50_ms, second.p95_ms) == (41, 7, 7)
+
+
+def test_the_admin_has_no_inline_styles_and_its_legends_match_the_charts():
+    from pathlib import Path
+
+    from webhooks_app.admin import charts
+
+    package = Path(charts.__file__).resolve().parent.parent
+    sources = [*package.glob("admin/*.py"), *package.glob("templates/**/*.html")]
+    css = (package / "static/webhooks_app/admin.css").read_text()
+
+    assert [str(path) for path in sources if 'style="' in path.read_text()] == []
+    for index, colour in enumerate(charts.PALETTE):
+        assert f".webhooks-series-{index} {{ background: {colour}; }}" in css
+    for name, colour in charts.OUTCOME_COLOURS:
+        assert f".webhooks-key-{name} {{ background: {colour}; }}" in css

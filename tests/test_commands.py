@@ -83,6 +83,9 @@ def test_help_explains_and_exits_zero(command):
         (["webhooks_retry", "--bogus"], "unrecognized arguments: --bogus"),
         (["webhooks_status", "--max-due", "many"], "invalid int value"),
         (["webhooks_status", "--max-oldest", "soon"], "is not a duration"),
+        # A bare number is no longer taken for seconds.
+        (["webhooks_prune", "--succeeded-age", "30"], "'30' needs a unit: 30s, 30m, 30h, 30d"),
+        (["webhooks_status", "--max-oldest", "90"], "'90' needs a unit: 90s, 90m"),
         (["webhooks_send_test"], "give a webhook"),
         (["webhooks_retry"], "choose deliveries with"),
     ],
@@ -213,6 +216,8 @@ def test_retry_dry_run_changes_nothing(failed, receiver):
 
     assert "Would retry 1 delivery (dry run" in output
     assert failed.event_id in output
+    assert failed.last_error.startswith("HTTP 500")
+    assert f"({failed.last_error})" in output  # each row says why it failed
     failed.refresh_from_db()
     assert failed.attempts == 1
     assert len(receiver.requests) == 1

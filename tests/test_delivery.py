@@ -288,7 +288,12 @@ def test_connection_refused_is_recorded_and_retried(db, save_and_send):
     attempt = DeliveryAttempt.objects.get()
     assert attempt.response_status is None
     assert attempt.error_class == "ConnectionError"
-    assert attempt.error_message == f"Connection refused (127.0.0.1:{closed_port})"
+    assert attempt.summary == f"Connection refused (127.0.0.1:{closed_port})"
+    # Below the plain words, what was raised stays on the attempt for whoever digs deeper.
+    plain, raised = attempt.error_message.split("\n\n", 1)
+    assert plain == attempt.summary
+    assert "aiohttp.client_exceptions.ClientConnectorError" in raised
+    assert "ConnectionRefusedError" in raised
     assert attempt.outcome == "retrying"
     assert Delivery.objects.get().last_error.startswith("Connection refused (127.0.0.1:")
 
@@ -303,6 +308,88 @@ def test_timeout_is_recorded_and_retried(receiver, save_and_send):
     assert attempt.error_message == "Timed out after 0.3 s waiting for the response"
     assert attempt.duration_ms < 1500
     assert Delivery.objects.get().status == "pending"
+
+
+@pytest.fixture
+def self_signed_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 whose certificate no public CA signed."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self):  # never reached: the client refuses the certificate first
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_untrusted_certificate_is_named_in_plain_words(db, save_and_send, self_signed_server):
+    WebhookFactory(url=self_signed_server)
+    save_and_send()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.error_class == "TLSError"
+    assert attempt.summary.startswith("TLS certificate is self-signed (127.0.0.1)")
+    assert attempt.outcome == "retrying"
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "summary"),
+    [
+        (62, "Hostname mismatch", "TLS certificate not valid for host hooks.example.com: "),
+        (10, "certificate has expired", "TLS certificate expired (hooks.example.com): "),
+        (20, "unable to get local issuer certificate", "TLS certificate issuer unknown"),
+        (99, "something else", "TLS certificate rejected: something else"),
+    ],
+)
+def test_certificate_failures_say_which_problem_it_is(code, message, summary):
+    import ssl
+
+    error = ssl.SSLCertVerificationError(1, message)
+    error.verify_code = code
+    error.verify_message = message
+
+    assert http._certificate_problem(error, "hooks.example.com").startswith(summary)
 
 
 def test_dns_failure_is_recorded_and_retried(db, save_and_send, monkeypatch):
@@ -422,7 +509,9 @@ def test_a_huge_backoff_factor_is_capped_not_an_overflow():
     assert retry.schedule_delay(500, schedule) == 3600
 
 
-def test_each_attempt_says_what_happened_in_plain_words(receiver, staff_client_for_summary):
+def test_each_attempt_says_what_happened_in_plain_words(
+    receiver, staff_client_for_summary, admin_client
+):
     refused = socket.socket()
     refused.bind(("127.0.0.1", 0))
     closed_port = refused.getsockname()[1]
@@ -443,6 +532,8 @@ def test_each_attempt_says_what_happened_in_plain_words(receiver, staff_client_f
     row = Delivery.objects.get(last_status_code=401)
     api = staff_client_for_summary.get(f"/api/deliveries/{row.pk}/").json()
     assert api["attempts_log"][0]["summary"] == "HTTP 401 (Invalid signature)"
+    listed = admin_client.get("/admin/webhooks_app/delivery/").content.decode()
+    assert all(summary in listed for summary in summaries)  # the cause, not only the code
 
 
 @pytest.fixture

@@ -67,12 +67,22 @@ def test_the_metrics_say_what_an_operator_alerts_on(client, receiver):
 
 
 def test_oldest_due_and_worker_liveness(client, webhook):
-    waited = datetime.timedelta(seconds=30)
+    event = Event.objects.create(name="create", model="article", body="{}")
     Delivery.objects.create(
-        event=Event.objects.create(name="create", model="article", body="{}"),
+        event=event,
         webhook=webhook,
         status="pending",
-        next_attempt_at=timezone.now() - waited,
+        next_attempt_at=timezone.now() - datetime.timedelta(seconds=30),
+    )
+    # The oldest: a retry held back by its endpoint's rate limit. It counts as waiting too.
+    limited = WebhookFactory(rate_limit=1)
+    Delivery.objects.create(
+        event=event,
+        webhook=limited,
+        status="pending",
+        attempts=2,
+        lane="retry",
+        next_attempt_at=timezone.now() - datetime.timedelta(seconds=90),
     )
     Lease.objects.create(
         name=tasks.TICKER_LEASE,
@@ -82,8 +92,8 @@ def test_oldest_due_and_worker_liveness(client, webhook):
 
     metrics = scrape(client)
 
-    assert value(metrics["webhooks_due_deliveries"]) == 1
-    assert 30 <= value(metrics["webhooks_oldest_due_seconds"]) < 40
+    assert value(metrics["webhooks_due_deliveries"]) == 2
+    assert 90 <= value(metrics["webhooks_oldest_due_seconds"]) < 100
     assert value(metrics["webhooks_worker_up"]) == 1
     seen = value(metrics["webhooks_worker_last_seen_timestamp_seconds"])
     assert abs(seen - timezone.now().timestamp()) < 5

@@ -112,7 +112,7 @@ class AttemptResult:
         (127.0.0.1:9)``, ``Timed out after 5 s waiting for the response``, ``HTTP 401
         (Invalid signature)``: the status with the start of what the receiver said."""
         if self.error_class:
-            return self.error_message[:SUMMARY_LIMIT] or self.error_class
+            return self.error_message.split("\n", 1)[0][:SUMMARY_LIMIT] or self.error_class
         said = " ".join(_what_it_said(self.response_body).split())[:SUMMARY_BODY_CHARS]
         if said and not self.succeeded:
             return f"HTTP {self.status_code} ({said})"[:SUMMARY_LIMIT]
@@ -240,6 +240,10 @@ class Transport:
                     )
         except Exception as exc:  # every failure is recorded, none escapes (house rule 6)
             error_class, message = describe_error(exc, request, phase.name)
+            detail = exception_text(exc)
+            if detail and error_class not in ("Blocked", "Timeout") and message not in detail:
+                # The plain words first (the summary is that line), then what was raised.
+                message = f"{message}\n\n{detail}"
             return AttemptResult(
                 started_at=started_at,
                 duration_ms=_elapsed_ms(start),
@@ -290,6 +294,20 @@ def _elapsed_ms(start: float) -> int:
     return int((time.monotonic() - start) * 1000)
 
 
+def exception_text(exc: BaseException) -> str:
+    """What was raised, with its causes: ``aiohttp.client_exceptions.ClientConnectorError:
+    Cannot connect to host ... <- ConnectionRefusedError: [Errno 111] ...``."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 5:
+        seen.add(id(current))
+        kind = type(current)
+        parts.append(f"{kind.__module__}.{kind.__qualname__}: {current}".rstrip(": "))
+        current = current.__cause__ or current.__context__
+    return "\n<- ".join(parts)
+
+
 def describe_error(exc: BaseException, request: OutgoingRequest, phase: str) -> tuple[str, str]:
     """A stable kind and a plain-words message for a failed attempt."""
     blocked = _cause(exc, Blocked)
@@ -298,7 +316,7 @@ def describe_error(exc: BaseException, request: OutgoingRequest, phase: str) -> 
     if isinstance(exc, TimeoutError):
         return "Timeout", f"Timed out after {request.timeout:g} s {phase}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "TLSError", f"TLS certificate not valid for host: {exc.certificate_error}"
+        return "TLSError", _certificate_problem(exc.certificate_error, exc.host)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
         return "TLSError", f"TLS handshake failed: {exc}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or _caused_by(exc, socket.gaierror):
@@ -315,6 +333,27 @@ def describe_error(exc: BaseException, request: OutgoingRequest, phase: str) -> 
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return "InvalidResponse", f"Invalid HTTP response: {exc}"
     return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+# OpenSSL's X509_V_ERR_* codes that receivers' certificates commonly fail with.
+_CERTIFICATE_PROBLEMS = {
+    9: "TLS certificate not valid yet",
+    10: "TLS certificate expired",
+    18: "TLS certificate is self-signed",
+    19: "TLS certificate chain has a self-signed certificate",
+    20: "TLS certificate issuer unknown (incomplete chain or private CA)",
+    21: "TLS certificate issuer unknown (incomplete chain or private CA)",
+    62: "TLS certificate not valid for host",
+}
+
+
+def _certificate_problem(error: BaseException, host: str) -> str:
+    code = getattr(error, "verify_code", None)
+    words = _CERTIFICATE_PROBLEMS.get(code if isinstance(code, int) else -1)
+    said = getattr(error, "verify_message", "") or str(error)
+    if words is None:
+        return f"TLS certificate rejected: {said}"
+    return f"{words} {host}: {said}" if code == 62 else f"{words} ({host}): {said}"
 
 
 def _os_reason(error: OSError) -> str:

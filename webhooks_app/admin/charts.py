@@ -80,10 +80,9 @@ def success_chart(
             )
     legend = format_html_join(
         "",
-        # The colour is the series' own; the rest of the look is admin.css's.
-        '<li><span class="webhooks-swatch webhooks-swatch-line" style="background:{}"></span>'
-        "{}</li>",
-        ((PALETTE[i % len(PALETTE)], item.label) for i, item in enumerate(series)),
+        # admin.css colours webhooks-series-N as PALETTE[N].
+        '<li><span class="webhooks-swatch webhooks-swatch-line webhooks-series-{}"></span>{}</li>',
+        ((i % len(PALETTE), item.label) for i, item in enumerate(series)),
     )
     return format_html(
         '<svg id="webhooks-success-chart" xmlns="http://www.w3.org/2000/svg" width="{}" '
@@ -186,11 +185,12 @@ def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeS
     )
     legend = format_html_join(
         "",
-        '<li><span class="webhooks-swatch" style="background:{}"></span>{}</li>',
+        # admin.css colours each key as the bars and lines above.
+        '<li><span class="webhooks-swatch webhooks-key-{}"></span>{}</li>',
         [
-            *((colour, name) for name, colour in OUTCOME_COLOURS),
-            ("#0969da", "p50 latency"),
-            ("#8250df", "p95 latency"),
+            *((name, name) for name, _ in OUTCOME_COLOURS),
+            ("p50", "p50 latency"),
+            ("p95", "p95 latency"),
         ],
     )
     return format_html(

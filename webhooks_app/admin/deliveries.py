@@ -166,9 +166,11 @@ class DeliveryAdmin(WebhooksModelAdmin):
 
     @admin.display(description="response")
     def response_display(self, obj: Delivery) -> str:
-        if obj.last_status_code:
-            return f"HTTP {obj.last_status_code}"
-        return obj.last_error[:60] if obj.last_error else "—"
+        # last_error is the last failed attempt's summary in plain words ("HTTP 401 (Invalid
+        # signature)", "Connection refused"): the cause, not only the code.
+        if obj.last_error:
+            return obj.last_error[:80]
+        return f"HTTP {obj.last_status_code}" if obj.last_status_code else "—"
 
     @admin.display(description="event")
     def event_link(self, obj: Delivery) -> SafeString:

@@ -67,10 +67,11 @@ class WebhooksCommand(BaseCommand):
 
 
 def parse_duration(text: str) -> datetime.timedelta:
-    """``90s``, ``15m``, ``2h``, ``7d``, ``2w``, or plain seconds."""
+    """``90s``, ``15m``, ``2h``, ``7d``, ``2w``. A bare number is refused: ``--succeeded-age
+    30`` meant 30 days to whoever typed it, and 30 seconds to a parser that guessed."""
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return datetime.timedelta(seconds=float(text))
+        raise UsageError(f"{text!r} needs a unit: {text}s, {text}m, {text}h, {text}d or {text}w")
     match = _DURATION.match(text)
     if not match:
         raise UsageError(f"{text!r} is not a duration (examples: 90s, 15m, 2h, 7d)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django import template
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from webhooks_app import stats
 
@@ -30,3 +33,12 @@ def webhooks_worker_banner(context: template.Context) -> str:
         stats.queue_health().workers_text,
         health,
     )
+
+
+@register.filter
+def webhooks_moment(when: datetime.datetime | None) -> SafeString:
+    """``{{ value|webhooks_moment }}``: relative, the exact UTC time with seconds on hover, as
+    every time in the webhooks admin is shown (admin/common.py ``moment``)."""
+    from webhooks_app.admin.common import moment
+
+    return moment(when)

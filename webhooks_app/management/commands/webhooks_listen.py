@@ -193,6 +193,4 @@ arguments."""
                 f"    -> forwarded: HTTP {result.status_code} in {result.duration_ms} ms"
             )
         else:
-            self.stdout.write(
-                f"    -> forward failed: {result.error_class}: {result.error_message}"
-            )
+            self.stdout.write(f"    -> forward failed: {result.summary}")

@@ -82,8 +82,10 @@ typo cannot resend everything. Exit status: 0 when done, 2 for bad arguments."""
             deliveries = counted(len(ids), "delivery", "deliveries")
             self.stdout.write(f"Would retry {deliveries} (dry run, nothing sent).")
             for row in Delivery.objects.filter(pk__in=ids[:20]).select_related("webhook"):
+                cause = f"  ({row.last_error})" if row.last_error else ""
                 self.stdout.write(
                     f"  {row.pk}  {row.event_id}  {row.event_name}  {row.status}  -> {row.webhook}"
+                    f"{cause}"
                 )
             if len(ids) > 20:
                 self.stdout.write(f"  ... and {len(ids) - 20} more")
