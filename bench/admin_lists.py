@@ -4,7 +4,7 @@ Fills a fresh SQLite database (the benchmark settings) with ``--deliveries`` del
 as many events, two webhooks each, one of them always the first, the big customer; spread over
 30 days: 90 % succeeded, 6 % failed, 3 % pending, 1 % skipped) using raw ``executemany`` in
 chunks, then opens each page with the Django test client, logged in as a superuser, and
-reports the median of ``--rounds`` requests. Attempts are not inserted: no list page reads them.
+reports the median of ``--rounds`` requests. Each delivery that had an attempt gets its last one.
 
     .venv/bin/python bench/admin_lists.py                       # 1,000,000 deliveries
     .venv/bin/python bench/admin_lists.py --deliveries 100000 --rounds 3
@@ -58,10 +58,20 @@ def fill(deliveries: int, seed: int = 7) -> None:
         "last_duration_ms, lane) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, '', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     )
+    # The last attempt of each delivery that had one (what the webhook page's chart reads).
+    attempt_sql = (
+        "INSERT INTO webhooks_app_deliveryattempt (delivery_id, webhook_id, number, trigger, "
+        "outcome, started_at, duration_ms, request_method, request_url, request_headers, "
+        "response_status, response_headers, response_body, error_class, error_message, summary) "
+        "VALUES (%s, %s, %s, 'automatic', %s, %s, %s, 'POST', '', '{}', %s, '{}', '', '', '', '')"
+    )
+    outcomes = {"succeeded": "succeeded", "failed": "failed", "pending": "retrying"}
+    # A fresh database numbers the deliveries 1, 2, ... in insertion order.
+    delivery_id = 0
     start = time.perf_counter()
     done = 0
     while done < events:
-        event_rows, delivery_rows = [], []
+        event_rows, delivery_rows, attempt_rows = [], [], []
         for i in range(done, min(events, done + CHUNK // 2)):
             # Ascending in i, so ids and created_at grow together as in production.
             created = now - datetime.timedelta(seconds=span * (1 - i / events))
@@ -84,6 +94,12 @@ def fill(deliveries: int, seed: int = 7) -> None:
                 else:
                     row = ("skipped", 0, None, None, "", created)
                 status, attempts, next_at, code, error, completed = row
+                duration = int(rng.lognormvariate(4, 0.8)) if attempts else None
+                delivery_id += 1
+                if attempts:
+                    attempt_rows.append(
+                        (delivery_id, hook_id, attempts, outcomes[status], created, duration, code)
+                    )
                 delivery_rows.append(
                     (
                         event_id,
@@ -100,13 +116,14 @@ def fill(deliveries: int, seed: int = 7) -> None:
                         created,
                         name,
                         model,
-                        int(rng.lognormvariate(4, 0.8)) if attempts else None,
+                        duration,
                         "retry" if attempts > 1 else "first",
                     )
                 )
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(event_sql, event_rows)
             cursor.executemany(delivery_sql, delivery_rows)
+            cursor.executemany(attempt_sql, attempt_rows)
         done += len(event_rows)
         print(f"\r  {done * 2:,} deliveries", end="", file=sys.stderr, flush=True)
     with connection.cursor() as cursor:

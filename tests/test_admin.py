@@ -14,7 +14,7 @@ from tests.factories import ArticleFactory, UserFactory, WebhookFactory
 from tests.fake_dns import fake_resolve
 from tests.receiver import Response
 from webhooks_app import signing, tasks
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Lease, Webhook
+from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, Lease, Webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -735,23 +735,34 @@ def staff_api_client(db):
     return client
 
 
-def test_the_webhook_page_charts_its_deliveries_by_outcome_and_latency(admin_client, webhook):
+def record_attempts(webhook, rows, started_at):
+    """DeliveryAttempt rows of ``webhook`` as the engine writes them: (outcome, duration)."""
+    event = Event.objects.create(name="create", model="article", body="{}")
+    delivery = Delivery.objects.create(event=event, webhook=webhook, status="pending")
+    DeliveryAttempt.objects.bulk_create(
+        DeliveryAttempt(
+            delivery=delivery,
+            webhook=webhook,
+            number=number,
+            trigger="automatic",
+            outcome=outcome,
+            started_at=started_at,
+            duration_ms=duration,
+            request_method="POST",
+            request_url=webhook.url,
+        )
+        for number, (outcome, duration) in enumerate(rows, start=1)
+    )
+
+
+def test_the_webhook_page_charts_its_attempts_by_outcome_and_latency(admin_client, webhook):
     from webhooks_app import stats
 
-    event = Event.objects.create(name="create", model="article", body="{}")
     now = timezone.now()
-    rows = [("succeeded", 1, 100)] * 18 + [("succeeded", 1, 900)] * 2 + [("failed", 4, 5000)]
-    rows += [("pending", 1, 30), ("pending", 0, None)]  # one retrying, one first attempt
-    for status, attempts, duration in rows:
-        Delivery.objects.create(
-            event=event,
-            webhook=webhook,
-            status=status,
-            attempts=attempts,
-            last_duration_ms=duration,
-            next_attempt_at=now + datetime.timedelta(minutes=5),
-        )
-    Delivery.objects.filter(webhook=webhook).update(created_at=now - datetime.timedelta(hours=2))
+    rows = [("succeeded", 100)] * 18 + [("succeeded", 900)] * 2 + [("failed", 5000)]
+    rows += [("retrying", 30), ("disabled", 40)]  # a disabling attempt failed too
+    record_attempts(webhook, rows, now - datetime.timedelta(hours=2))
+    record_attempts(WebhookFactory(), [("failed", 10)], now - datetime.timedelta(hours=2))
 
     buckets = stats.webhook_activity(
         webhook.pk, now - datetime.timedelta(hours=24), now, datetime.timedelta(hours=1)
@@ -760,35 +771,29 @@ def test_the_webhook_page_charts_its_deliveries_by_outcome_and_latency(admin_cli
     week = admin_client.get(url("webhook_change", webhook.pk) + "?window=7d").content.decode()
 
     (busy,) = [b for b in buckets if b.succeeded]
-    assert (busy.succeeded, busy.failed, busy.retrying) == (20, 1, 1)
+    assert (busy.succeeded, busy.failed, busy.retrying) == (20, 2, 1)  # not the other webhook's
     assert (busy.p50_ms, busy.p95_ms) == (100, 900)
     assert len(buckets) == 24
     assert 'id="webhooks-activity-chart"' in page
     assert page.count('class="webhooks-bar-succeeded"') == 1
     assert page.count('class="webhooks-bar-retrying"') == 1
     assert 'id="webhooks-latency-p95"' in page
-    assert "Deliveries and latency, last 7d" in week
+    assert "Attempts and latency, last 7d" in week
 
 
-def test_the_activity_percentiles_are_exact_and_each_bucket_holds_only_its_own_deliveries(webhook):
+def test_the_activity_percentiles_are_exact_and_each_bucket_holds_only_its_own_attempts(webhook):
     from webhooks_app import stats
 
-    event = Event.objects.create(name="create", model="article", body="{}")
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     since = now - datetime.timedelta(hours=2)
-    # Durations 1..200 ms once each, and 40 more of 7 ms; every 7 ms one moves to the second hour.
-    for duration in [*range(1, 201), *[7] * 40]:
-        Delivery.objects.create(
-            event=event, webhook=webhook, status="succeeded", attempts=1, last_duration_ms=duration
-        )
-    deliveries = Delivery.objects.filter(webhook=webhook)
-    deliveries.exclude(last_duration_ms=7).update(created_at=since + datetime.timedelta(minutes=59))
-    # The 7 ms ones start the second hour exactly: a boundary belongs to the bucket it opens.
-    deliveries.filter(last_duration_ms=7).update(created_at=now - datetime.timedelta(hours=1))
+    first_hour = [("succeeded", duration) for duration in range(1, 201) if duration != 7]
+    record_attempts(webhook, first_hour, since + datetime.timedelta(minutes=59))
+    # Started exactly when the second hour begins: a boundary belongs to the bucket it opens.
+    record_attempts(webhook, [("succeeded", 7)] * 41, now - datetime.timedelta(hours=1))
 
     first, second = stats.webhook_activity(webhook.pk, since, now, datetime.timedelta(hours=1))
 
-    ranked = sorted(d for d in range(1, 201) if d != 7)
+    ranked = sorted(duration for _, duration in first_hour)
     assert first.succeeded == len(ranked) == 199
     assert first.p50_ms == ranked[round(0.5 * 198)]
     assert first.p95_ms == ranked[round(0.95 * 198)]

@@ -529,6 +529,11 @@ def test_each_attempt_says_what_happened_in_plain_words(
         "HTTP 401 (Invalid signature)",
     ]
     assert sorted(Delivery.objects.values_list("last_error", flat=True)) == summaries
+    # Each attempt carries its webhook (the webhook page's chart reads them by it).
+    assert [a.webhook_id == a.delivery.webhook_id for a in DeliveryAttempt.objects.all()] == [
+        True,
+        True,
+    ]
     row = Delivery.objects.get(last_status_code=401)
     api = staff_client_for_summary.get(f"/api/deliveries/{row.pk}/").json()
     assert api["attempts_log"][0]["summary"] == "HTTP 401 (Invalid signature)"

@@ -165,6 +165,7 @@ def apply_result(
     _log(webhook, delivery, result, decision)
     return DeliveryAttempt(
         delivery=delivery,
+        webhook_id=delivery.webhook_id,
         number=delivery.attempts,
         trigger=trigger,
         outcome=decision.outcome,
@@ -194,6 +195,7 @@ def unattemptable(delivery: Delivery, webhook: Webhook, exc: Exception) -> Deliv
     settle(delivery, DeliveryStatus.FAILED, f"Could not send: {type(exc).__name__}: {exc}"[:500])
     return DeliveryAttempt(
         delivery=delivery,
+        webhook_id=delivery.webhook_id,
         number=delivery.attempts,
         trigger=trigger,
         outcome=DeliveryAttempt.Outcome.FAILED,

@@ -328,12 +328,8 @@ class Lane(models.TextChoices):
 
 def is_retrying(status: str, attempts: int) -> bool:
     """A pending delivery that failed before and waits for its next attempt (the admin's
-    Retrying badge, the chart's and the metrics' "retrying"). ``RETRYING`` below is the same
-    rule for queries: keep the two together."""
+    Retrying badge and the metrics' "retrying")."""
     return status == DeliveryStatus.PENDING and attempts > 0
-
-
-RETRYING = Q(status=DeliveryStatus.PENDING, attempts__gt=0)
 
 
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
@@ -469,6 +465,17 @@ class DeliveryAttempt(models.Model):
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False
     )
+    # Copied from the delivery, so a webhook's attempts over time are one index range
+    # (the webhook page's chart) instead of a join. Empty on attempts recorded before 0008.
+    webhook = models.ForeignKey(
+        "Webhook",
+        on_delete=models.CASCADE,
+        related_name="+",
+        null=True,
+        blank=True,
+        db_index=False,
+        editable=False,
+    )
     number = models.PositiveIntegerField()
     trigger = models.CharField(max_length=20, choices=Trigger.choices)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
@@ -491,6 +498,7 @@ class DeliveryAttempt(models.Model):
         indexes = [
             models.Index(fields=["delivery", "number"], name="webhooks_attempt_idx"),
             models.Index(fields=["-started_at"], name="webhooks_attempt_started_idx"),
+            models.Index(fields=["webhook", "-started_at"], name="webhooks_attempt_webhook_idx"),
         ]
 
     def __str__(self) -> str:

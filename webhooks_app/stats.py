@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webhooks_app import tasks
-from webhooks_app.models import RETRYING, Delivery, DeliveryAttempt, DeliveryStatus, Webhook
+from webhooks_app.models import Delivery, DeliveryAttempt, DeliveryStatus, Webhook
 
 SETTLED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED)
 # A worker not seen for this long is taken for dead (its ticker renews every second; another
@@ -110,7 +110,7 @@ def success_over_time(
 
 @dataclass
 class Activity:
-    """One bucket of a webhook's deliveries, by where they stand, and how long they took."""
+    """One bucket of a webhook's attempts, by outcome, and how long they took."""
 
     start: datetime.datetime
     succeeded: int = 0
@@ -120,20 +120,29 @@ class Activity:
     p95_ms: int | None = None
 
 
+# An attempt's outcome -> the chart's series ("disabled": the attempt failed, and the webhook
+# was disabled by it).
+_ACTIVITY_SERIES = {
+    DeliveryAttempt.Outcome.SUCCEEDED: "succeeded",
+    DeliveryAttempt.Outcome.FAILED: "failed",
+    DeliveryAttempt.Outcome.DISABLED: "failed",
+    DeliveryAttempt.Outcome.RETRYING: "retrying",
+}
+
+
 def webhook_activity(
     webhook_id: int,
     since: datetime.datetime,
     until: datetime.datetime,
     bucket: datetime.timedelta,
 ) -> list[Activity]:
-    """A webhook's deliveries created in ``[since, until)`` per ``bucket``: succeeded, failed,
-    retrying (failed before, waiting for the next attempt), and the p50 / p95 of their last
-    attempt's duration.
+    """A webhook's attempts started in ``[since, until)`` per ``bucket``: succeeded, failed,
+    failed-and-retrying, and the p50 / p95 of their durations.
 
-    One query per bucket, a range of the ``(webhook, -created_at)`` index grouped by duration:
-    the database counts, Python only reads one row per distinct duration (a few hundred), so
-    the percentiles are exact and a week of a busy endpoint is not carried into Python row by
-    row (bench/admin_lists.py: a webhook with 117,000 deliveries in the week).
+    One query per bucket, a range of the ``(webhook, -started_at)`` index grouped by outcome
+    and duration: the database counts, Python reads one row per distinct (outcome, duration)
+    pair (a few hundred), so the percentiles are exact and a week of a busy endpoint is not
+    carried into Python row by row (bench/admin_lists.py: 117,000 attempts in the week).
     """
     buckets: list[Activity] = []
     start = since
@@ -141,25 +150,19 @@ def webhook_activity(
         end = min(start + bucket, until)
         item = Activity(start)
         rows = (
-            Delivery.objects.filter(
-                webhook_id=webhook_id, created_at__gte=start, created_at__lt=end
+            DeliveryAttempt.objects.filter(
+                webhook_id=webhook_id, started_at__gte=start, started_at__lt=end
             )
             .order_by()
-            .values("last_duration_ms")
-            .annotate(
-                total=Count("pk"),
-                succeeded=Count("pk", filter=Q(status=DeliveryStatus.SUCCEEDED)),
-                failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-                retrying=Count("pk", filter=RETRYING),
-            )
+            .values_list("outcome", "duration_ms")
+            .annotate(n=Count("pk"))
         )
         durations: list[tuple[int, int]] = []
-        for row in rows:
-            item.succeeded += row["succeeded"]
-            item.failed += row["failed"]
-            item.retrying += row["retrying"]
-            if row["last_duration_ms"] is not None:
-                durations.append((row["last_duration_ms"], row["total"]))
+        for outcome, duration_ms, n in rows:
+            series = _ACTIVITY_SERIES.get(outcome)
+            if series is not None:
+                setattr(item, series, getattr(item, series) + n)
+            durations.append((duration_ms, n))
         item.p50_ms = _percentile(durations, 0.50)
         item.p95_ms = _percentile(durations, 0.95)
         buckets.append(item)
@@ -200,13 +203,7 @@ class QueueHealth:
 
     @property
     def workers_text(self) -> str:
-        """``alive (seen 1 s ago)`` or ``no worker seen for 2 min``: what an operator reads."""
-        if self.worker_seen_at is None:
-            return "no worker seen (is a qcluster running?)"
-        silence = max(0.0, (self.now - self.worker_seen_at).total_seconds())
-        if self.workers_alive:
-            return f"alive (seen {silence:.0f} s ago)"
-        return f"no worker seen for {describe_age(silence)} (is a qcluster running?)"
+        return describe_workers(self.worker_seen_at, self.now)
 
     @property
     def oldest_due_seconds(self) -> float:
@@ -239,14 +236,17 @@ class QueueHealth:
 
 
 def failures_since(since: datetime.datetime) -> dict[int, int]:
-    """Failed attempts per webhook since ``since`` (the attempts' ``started_at`` index)."""
+    """Failed attempts per webhook since ``since`` (the attempts' ``started_at`` index, and
+    their own webhook column: no join with the deliveries)."""
     rows = (
-        DeliveryAttempt.objects.filter(started_at__gte=since, outcome__in=FAILED_OUTCOMES)
+        DeliveryAttempt.objects.filter(
+            started_at__gte=since, outcome__in=FAILED_OUTCOMES, webhook__isnull=False
+        )
         .order_by()
-        .values("delivery__webhook_id")
+        .values("webhook_id")
         .annotate(n=Count("pk"))
     )
-    return {row["delivery__webhook_id"]: row["n"] for row in rows}
+    return {row["webhook_id"]: row["n"] for row in rows}
 
 
 def queue_health(now: datetime.datetime | None = None) -> QueueHealth:
@@ -278,11 +278,24 @@ def describe_age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-def workers_down_with_work_due() -> bool:
-    """Deliveries are due and no worker is alive: what the admin index warns about. Two
-    indexed lookups, so every admin page view can afford it."""
+def describe_workers(seen: datetime.datetime | None, now: datetime.datetime) -> str:
+    """``alive (seen 1 s ago)`` or ``no worker seen for 2 min``: what an operator reads."""
+    if seen is None:
+        return "no worker seen (is a qcluster running?)"
+    silence = max(0.0, (now - seen).total_seconds())
+    if worker_alive(seen, now):
+        return f"alive (seen {silence:.0f} s ago)"
+    return f"no worker seen for {describe_age(silence)} (is a qcluster running?)"
+
+
+def workers_down_with_work_due() -> str | None:
+    """When deliveries are due and no worker is alive, what to say about the workers (the
+    admin's banner); else None. Two indexed lookups, so every admin page can afford it."""
     now = timezone.now()
-    return not worker_alive(tasks.worker_seen_at(), now) and Delivery.objects.due(now).exists()
+    seen = tasks.worker_seen_at()
+    if worker_alive(seen, now) or not Delivery.objects.due(now).exists():
+        return None
+    return describe_workers(seen, now)
 
 
 def worker_alive(seen: datetime.datetime | None, now: datetime.datetime) -> bool:

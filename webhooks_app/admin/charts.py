@@ -103,7 +103,7 @@ OUTCOME_COLOURS = (("succeeded", "#1a7f37"), ("failed", "#cf222e"), ("retrying",
 
 
 def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeString:
-    """One webhook's deliveries per bucket as stacked bars (succeeded, failed, retrying) and
+    """One webhook's attempts per bucket as stacked bars (succeeded, failed, retrying) and
     its p50 / p95 latency as two lines on a second axis (ms, right)."""
     plot_w, plot_h = WIDTH - LEFT - 48, HEIGHT - TOP - BOTTOM
     if not buckets:
@@ -195,7 +195,7 @@ def activity_chart(buckets: list[Activity], bucket: datetime.timedelta) -> SafeS
     )
     return format_html(
         '<svg id="webhooks-activity-chart" xmlns="http://www.w3.org/2000/svg" width="{}" '
-        'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Deliveries and latency">'
+        'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Attempts and latency">'
         '{}{}{}</svg><ul class="webhooks-legend">{}</ul>',
         WIDTH,
         HEIGHT,

@@ -23,14 +23,15 @@ def webhooks_worker_banner(context: template.Context) -> str:
     if context.render_context.get(SHOWN):
         return ""
     context.render_context[SHOWN] = True
-    if not stats.workers_down_with_work_due():
+    workers = stats.workers_down_with_work_due()
+    if workers is None:
         return ""
     health = reverse("admin:webhooks_app_deliveryhealth_changelist")
     return format_html(
         '<ul class="messagelist"><li class="error" id="webhooks-workers-down">Webhook '
         "deliveries are due but {}: nothing is being sent. Start <code>manage.py "
         'qcluster</code>; see the <a href="{}">webhook health page</a>.</li></ul>',
-        stats.queue_health().workers_text,
+        workers,
         health,
     )
 
