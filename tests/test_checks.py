@@ -749,6 +749,10 @@ def test_w005_when_the_admin_index_django_finds_cannot_show_the_workers_banner(t
         "{% block messages %}{% webhooks_worker_banner %}{% endblock %}"
     )
 
+    extending_index = tmp_path / "extending" / "admin" / "index.html"
+    extending_index.parent.mkdir(parents=True)
+    extending_index.write_text('{% extends "admin/index.html" %}{% block sidebar %}{% endblock %}')
+
     def with_template_dir(directory):
         return [{**settings.TEMPLATES[0], "DIRS": [str(directory)]}]
 
@@ -760,6 +764,8 @@ def test_w005_when_the_admin_index_django_finds_cannot_show_the_workers_banner(t
         own = check_admin_banner()
     with override_settings(TEMPLATES=with_template_dir(tagged_index.parent.parent)):
         tagged = check_admin_banner()
+    with override_settings(TEMPLATES=with_template_dir(extending_index.parent.parent)):
+        extending = check_admin_banner()  # it hands over to webhooks_app's index
 
     assert ids(after_admin) == ["webhooks_app.W005"]
     assert "webhooks_app.W005" in output.getvalue()
@@ -768,3 +774,4 @@ def test_w005_when_the_admin_index_django_finds_cannot_show_the_workers_banner(t
     assert ids(own) == ["webhooks_app.W005"]
     assert str(own_index) in own[0].msg
     assert tagged == []
+    assert extending == []

@@ -6,6 +6,7 @@ integration run (``portable``).
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from tests.factories import WebhookFactory
@@ -29,10 +30,8 @@ def titles() -> list[str]:
 
 def watching() -> bool:
     """Whether this connection still carries the outbox's hooks."""
-    return (
-        "commit" in connection.__dict__
-        or "rollback" in connection.__dict__
-        or bool(connection.execute_wrappers)
+    return any(name in connection.__dict__ for name in ("commit", "rollback", "close")) or bool(
+        connection.execute_wrappers
     )
 
 
@@ -138,9 +137,37 @@ def test_events_of_a_connection_closed_mid_transaction_are_never_written():
     with transaction.atomic():
         Article.objects.create(title="lost with its connection")
         connection.close()  # the database rolls the transaction back by itself
+        assert not watching()  # a pool could hand this DB-API connection out again
 
     Article.objects.create(title="next")
 
     assert list(Article.objects.values_list("title", flat=True)) == ["next"]
+    assert Event.objects.count() == 1
+    assert not watching()
+
+
+class Interrupted(BaseException):
+    """What a worker's time limit or Ctrl-C raises: not a DatabaseError."""
+
+
+def test_an_interruption_while_writing_at_commit_commits_nothing(monkeypatch):
+    def interrupted(using, objects):
+        raise Interrupted
+
+    monkeypatch.setattr("webhooks_app.sql.copy", interrupted)
+    with pytest.raises(Interrupted), transaction.atomic():
+        Article.objects.create(title="must not stay without its event")
+
+    monkeypatch.undo()
+    assert not Article.objects.exists()
+    assert not watching()
+
+
+def test_a_refused_rollback_keeps_the_events_with_their_transaction():
+    with transaction.atomic():
+        Article.objects.create(title="kept")
+        with pytest.raises(TransactionManagementError):
+            transaction.rollback()  # not allowed inside an atomic block: nothing rolled back
+
     assert Event.objects.count() == 1
     assert not watching()

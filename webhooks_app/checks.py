@@ -596,22 +596,33 @@ def check_admin_banner(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     or the project's own index carries the tag. Reads template files, never the database."""
     if not apps.is_installed("django.contrib.admin"):
         return []
-    from django.template import TemplateDoesNotExist
-    from django.template.loader import get_template
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
+    from django.template.backends.django import DjangoTemplates
 
-    try:
-        found = get_template("admin/index.html")
-    except TemplateDoesNotExist:
-        return []
-    origin = getattr(getattr(found, "origin", None), "name", "") or ""
     ours = str(Path(apps.get_app_config("webhooks_app").path) / "templates")
-    if origin.startswith(ours):
-        return []
-    try:
-        source = Path(origin).read_text(encoding="utf-8")
-    except OSError:
-        source = ""
-    if BANNER_TAG in source:
+    origin = ""
+    for engine in engines.all():
+        if not isinstance(engine, DjangoTemplates):
+            continue
+        skip: list[Any] = []
+        # A project index that extends "admin/index.html" hands over to the next one Django
+        # finds: follow the chain (a few links at most) to see whether ours or the tag is in it.
+        for _ in range(5):
+            try:
+                found, found_origin = engine.engine.find_template("admin/index.html", skip=skip)
+            except (TemplateDoesNotExist, TemplateSyntaxError):
+                break
+            origin = str(getattr(found_origin, "name", "") or "")
+            if origin.startswith(ours):
+                return []
+            source = getattr(found, "source", "") or ""
+            if BANNER_TAG in source:
+                return []
+            if not re.search(r"""\{%\s*extends\s+["']admin/index\.html["']""", source):
+                break
+            skip.append(found_origin)
+        break
+    if not origin:
         return []
     return [
         Warning(

@@ -1,23 +1,25 @@
 """The Event rows of an open transaction, written together just before anyone could see them.
 
 In autocommit a watched save's Event is inserted at once (one statement, its own
-transaction). Inside a transaction it waits here, and all the transaction's events go in as
-one multi-row INSERT at the first moment the database could show them to anyone:
+transaction). Inside a transaction it waits here, and all the transaction's events go in
+together at the first moment the database could show them to anyone:
 
 * before the commit (so they commit with the caller's change, or not at all: the outbox);
 * before any statement of this connection that names one of our tables (so a query in the
   same transaction, ``Event.objects.filter(...)`` or a test's assertion, sees them);
 * before a savepoint is set, released or rolled back to (so rolling back to a savepoint
-  removes exactly the events recorded after it, as the database does with every row).
+  removes exactly the events recorded after it, as the database does with every row), and
+  before a COMMIT, ROLLBACK, BEGIN or END sent as SQL.
 
-A rollback of the transaction drops them. 1,000 saves in one transaction then cost one COPY
+A rollback of the transaction drops them, and so does closing the connection mid-transaction
+(the database rolls back). 1,000 saves in one transaction then cost one COPY
 of 1,000 rows on PostgreSQL (multi-row INSERTs of 100 on SQLite) instead of 1,000 round
 trips (docs/benchmarks.md).
 
 Django has no hook before a commit (``on_commit`` runs after it, too late for an outbox), so
-while a connection holds events its ``commit`` and ``rollback`` are wrapped on that one
-connection object, and an execute wrapper (Django's documented ``execute_wrapper`` list) sees
-its statements; all three are removed again once the events are written or dropped, so a
+while a connection holds events its ``commit``, ``rollback`` and ``close`` are wrapped on that
+one connection object, and an execute wrapper (Django's documented ``execute_wrapper`` list)
+sees its statements; all of it is removed again once the events are written or dropped, so a
 connection without pending events runs exactly as Django's own. Statements sent on the
 DB-API connection directly (``connection.connection.cursor()``) bypass Django and see no
 pending events.
@@ -25,13 +27,15 @@ pending events.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
-from django.db import connections
+from django.db import DatabaseError, connections
+from django.db.transaction import TransactionManagementError
 
 from webhooks_app import sql, statements
 from webhooks_app.models import Event
@@ -51,6 +55,7 @@ class _Pending:
         self.wrapper = functools.partial(_before_statement, self)
         self.commit = connection.commit
         self.rollback = connection.rollback
+        self.close = connection.close
 
     def install(self) -> None:
         connection = self.connection
@@ -59,6 +64,7 @@ class _Pending:
         connection.execute_wrappers.insert(0, self.wrapper)
         connection.commit = self.write_then_commit
         connection.rollback = self.drop_then_rollback
+        connection.close = self.drop_then_close
         setattr(connection, _PENDING, self)
 
     def uninstall(self) -> None:
@@ -66,23 +72,45 @@ class _Pending:
         if self.wrapper in connection.execute_wrappers:
             connection.execute_wrappers.remove(self.wrapper)
         # The instance attributes shadowed the class's methods: removing them restores those.
-        connection.__dict__.pop("commit", None)
-        connection.__dict__.pop("rollback", None)
-        connection.__dict__.pop(_PENDING, None)
+        for name in ("commit", "rollback", "close", _PENDING):
+            connection.__dict__.pop(name, None)
 
     def write(self) -> None:
         """Insert the events (unless their transaction is gone) and stop watching."""
         self.uninstall()
-        if self.events and self.connection.connection is self.raw:
-            sql.copy(self.connection.alias, self.events)
+        events, self.events = self.events, []
+        if events and self.connection.connection is self.raw:
+            sql.copy(self.connection.alias, events)
 
     def write_then_commit(self) -> None:
-        self.write()
+        try:
+            self.write()
+        except DatabaseError:
+            raise  # Atomic (or whoever called commit()) rolls the transaction back
+        except BaseException:
+            # Interrupted mid-write (KeyboardInterrupt, a worker's time limit): Atomic would
+            # not roll back, and turning autocommit on again would commit SQLite's open
+            # transaction without its events. So roll back here.
+            with contextlib.suppress(Exception):
+                self.rollback()
+            raise
         self.commit()
 
     def drop_then_rollback(self) -> None:
+        try:
+            self.rollback()
+        except TransactionManagementError:
+            raise  # refused (inside an atomic block): nothing rolled back, the events stay
+        except BaseException:
+            self.uninstall()  # the rollback itself failed: the transaction is gone anyway
+            raise
         self.uninstall()
-        self.rollback()
+
+    def drop_then_close(self) -> None:
+        # Closed mid-transaction, the database rolls back. A pool may hand the same DB-API
+        # connection out again, so the events must not outlive this close.
+        self.uninstall()
+        self.close()
 
 
 def add(event: Event, using: str) -> None:
@@ -123,9 +151,11 @@ def _may_see_events(sql: Any) -> bool:
 
 @functools.cache
 def _watched_statements() -> re.Pattern[str]:
-    """SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT, or any name of our tables."""
+    """SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT, a transaction statement sent as
+    SQL (COMMIT, ROLLBACK, END, BEGIN: writing first is right for each, as the database then
+    keeps or drops the events with the rest), or any name of our tables."""
     tables = sorted(
         model._meta.db_table for model in apps.get_app_config("webhooks_app").get_models()
     )
     names = "|".join(re.escape(table) for table in tables)
-    return re.compile(rf"\bSAVEPOINT\b|{names}", re.IGNORECASE)
+    return re.compile(rf"\bSAVEPOINT\b|^\s*(?:COMMIT|ROLLBACK|END|BEGIN)\b|{names}", re.IGNORECASE)

@@ -8,6 +8,7 @@ pages and commands that use them stay fast with millions of deliveries.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,7 +176,8 @@ def _percentile(counted: list[tuple[int, int]], share: float) -> int | None:
     total = sum(n for _, n in counted)
     if not total:
         return None
-    rank = min(total - 1, round(share * (total - 1)))
+    # Half ranks round up (round() would alternate between the lower and upper median).
+    rank = min(total - 1, math.floor(share * (total - 1) + 0.5))
     seen = 0
     for value, n in sorted(counted):
         seen += n

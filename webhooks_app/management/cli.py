@@ -91,6 +91,8 @@ def parse_when(text: str, now: datetime.datetime | None = None) -> datetime.date
         try:
             return now - parse_duration(text)
         except UsageError:
+            if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
+                raise  # "'30' needs a unit": the likelier slip than a malformed date
             raise UsageError(
                 f"{text!r} is not a time (examples: 2026-01-15, 2026-01-15T10:30, 2h, 7d)"
             ) from None

@@ -34,9 +34,10 @@ class Migration(migrations.Migration):
             name='webhook',
             field=models.ForeignKey(blank=True, db_index=False, editable=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='webhooks_app.webhook'),
         ),
+        # Before the index: rows updated after it would rewrite it too.
+        migrations.RunPython(copy_recent_webhooks, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='deliveryattempt',
             index=models.Index(fields=['webhook', '-started_at'], name='webhooks_attempt_webhook_idx'),
         ),
-        migrations.RunPython(copy_recent_webhooks, migrations.RunPython.noop),
     ]
