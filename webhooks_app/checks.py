@@ -599,35 +599,34 @@ def check_admin_banner(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
     from django.template.backends.django import DjangoTemplates
 
+    engine = next((e for e in engines.all() if isinstance(e, DjangoTemplates)), None)
+    if engine is None:
+        return []
     ours = str(Path(apps.get_app_config("webhooks_app").path) / "templates")
     origin = ""
-    for engine in engines.all():
-        if not isinstance(engine, DjangoTemplates):
-            continue
-        skip: list[Any] = []
-        # A project index that extends "admin/index.html" hands over to the next one Django
-        # finds: follow the chain (a few links at most) to see whether ours or the tag is in it.
-        for _ in range(5):
-            try:
-                found, found_origin = engine.engine.find_template("admin/index.html", skip=skip)
-            except (TemplateDoesNotExist, TemplateSyntaxError):
-                break
-            origin = str(getattr(found_origin, "name", "") or "")
-            if origin.startswith(ours):
-                return []
-            source = getattr(found, "source", "") or ""
-            if BANNER_TAG in source:
-                return []
-            if not re.search(r"""\{%\s*extends\s+["']admin/index\.html["']""", source):
-                break
-            skip.append(found_origin)
-        break
+    skip: list[Any] = []
+    # A project index that extends "admin/index.html" hands over to the next one Django
+    # finds: follow the chain (a few links at most) to see whether ours or the tag is in it.
+    for _ in range(5):
+        try:
+            found, found_origin = engine.engine.find_template("admin/index.html", skip=skip)
+        except (TemplateDoesNotExist, TemplateSyntaxError):
+            break
+        origin = str(getattr(found_origin, "name", "") or "")
+        if origin.startswith(ours):
+            return []
+        source = getattr(found, "source", "") or ""
+        if BANNER_TAG in source:
+            return []
+        if not re.search(r"""\{%\s*extends\s+["']admin/index\.html["']""", source):
+            break
+        skip.append(found_origin)
     if not origin:
         return []
     return [
         Warning(
             "The admin index will not warn when deliveries are due and no worker is running: "
-            f"Django uses {origin or 'another admin/index.html'}, not webhooks_app's.",
+            f"Django uses {origin}, not webhooks_app's.",
             hint="List 'webhooks_app' before 'django.contrib.admin' in INSTALLED_APPS, or put "
             "{% load webhooks_admin %}{% webhooks_worker_banner %} in your admin/index.html. "
             "The webhooks pages show the warning either way.",

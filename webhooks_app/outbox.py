@@ -140,13 +140,9 @@ def _before_statement(
     many: bool,
     context: dict[str, Any],
 ) -> Any:
-    if _may_see_events(sql):
+    if _watched_statements().search(str(sql)):  # a statement that could see the events
         pending.write()
     return execute(sql, params, many, context)
-
-
-def _may_see_events(sql: Any) -> bool:
-    return bool(_watched_statements().search(str(sql)))
 
 
 @functools.cache

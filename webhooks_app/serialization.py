@@ -277,10 +277,9 @@ def _data(
 ) -> dict[str, Any]:
     data = {}
     for name, model_field, attname, kept_types in fields:
-        if attname in values:
-            value = values[attname]
-        else:  # deferred on the instance: let Django load it
-            value = getattr(instance, attname) if instance is not None else values[attname]
+        # A field deferred on the instance is not in its __dict__: let Django load it.
+        deferred = instance is not None and attname not in values
+        value = getattr(instance, attname) if deferred else values[attname]
         # Most values are already what the payload holds: skip the conversions for them.
         if type(value) not in kept_types:
             value = encode_value(_as_stored(model_field, value))

@@ -84,15 +84,21 @@ def _cursor(connection: Any) -> Any:
     behind PgBouncer. The cursor is wrapped as Django wraps its own, so ``execute_wrapper``
     hooks, query logging and error translation still apply.
     """
-    if connection.vendor == "postgresql" and _ServerBoundCursor is not None:
-        connection.ensure_connection()
-        if isinstance(connection.connection, _psycopg_connection):
-            connection.validate_thread_sharing()
-            raw = _ServerBoundCursor(connection.connection)
-            if connection.queries_logged:
-                return connection.make_debug_cursor(raw)
-            return connection.make_cursor(raw)
+    if _on_psycopg3(connection):
+        connection.validate_thread_sharing()
+        raw = _ServerBoundCursor(connection.connection)
+        if connection.queries_logged:
+            return connection.make_debug_cursor(raw)
+        return connection.make_cursor(raw)
     return connection.cursor()
+
+
+def _on_psycopg3(connection: Any) -> bool:
+    """A PostgreSQL connection through psycopg 3 (not psycopg2), connected."""
+    if connection.vendor != "postgresql" or _psycopg_connection is None:
+        return False
+    connection.ensure_connection()
+    return isinstance(connection.connection, _psycopg_connection)
 
 
 try:
@@ -461,9 +467,7 @@ def copy(using: str, objects: Sequence[Model]) -> None:
     if not objects:
         return
     connection = connections[using]
-    if _postgres(using) and _psycopg_connection is not None:
-        connection.ensure_connection()
-    if not (_postgres(using) and isinstance(connection.connection, _psycopg_connection or ())):
+    if not _on_psycopg3(connection):
         insert(using, objects)
         return
     names = _of(type(objects[0]), using)
