@@ -237,6 +237,24 @@ def test_a_hanging_endpoint_does_not_delay_another(receiver, hostile, monkeypatc
     assert DeliveryAttempt.objects.filter(error_class="Timeout").count() == 10
 
 
+def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soon(webhook):
+    ArticleFactory()
+    (item,) = claim()
+    run = engine.Run(budget=5, linger=0)
+    run.recorder.add_result(item.delivery, item.webhook, None, RuntimeError("unsendable"))
+    now = time.monotonic()
+    out = engine._InFlight(item, None, concurrent.futures.Future(), now + 5, starts_at=now)
+    run.in_flight[0] = out
+
+    assert run._should_flush(now, claiming=True) is False  # another may join it
+    assert run._should_flush(now + engine.FLUSH_SECONDS, claiming=True) is True
+
+    # Out for long (a hanging endpoint's): writing does not wait for it, so the endpoints
+    # whose requests are back get their slots, and their next rows, at once.
+    out.starts_at = now - engine.SLOW_REQUEST_SECONDS - 0.01
+    assert run._should_flush(now, claiming=True) is True
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_run_leaves_hanging_requests_to_a_thread_and_the_next_run_counts_them(
     receiver, hostile, monkeypatch
@@ -328,6 +346,43 @@ def test_a_webhook_disabled_before_fan_out_gets_a_skipped_delivery_and_no_reques
     assert row.status == "skipped"
     assert row.last_error == "Skipped: Disabled by an operator."
     assert Event.objects.get().pending_fanout is False
+
+
+def test_rows_a_fan_out_does_not_send_are_the_rows_new_delivery_describes(statements):
+    """Held rows are built here; the rest (a full endpoint's, a disabled one's) on
+    PostgreSQL by the server from one template per webhook: both must be what
+    ``new_delivery`` says, column for column."""
+    from webhooks_app.events import new_delivery
+
+    full = WebhookFactory(max_in_flight=1, retries=2)
+    roomy = WebhookFactory(retries=7)
+    disabled = WebhookFactory(is_active=False, disabled_reason="Disabled by an operator.")
+    for _ in range(3):
+        ArticleFactory()
+
+    taken = claim(total=3)
+
+    assert sorted(item.webhook.pk for item in taken) == sorted([full.pk, roomy.pk, roomy.pk])
+    held = {item.delivery.pk for item in taken}
+    assert Delivery.objects.filter(pk__in=held).exclude(lease_token="").count() == 3
+    waiting = Delivery.objects.exclude(pk__in=held).order_by("pk")
+    assert sorted(row.webhook_id for row in waiting) == sorted(
+        [full.pk, full.pk, roomy.pk, disabled.pk, disabled.pk, disabled.pk]
+    )
+    compared = [
+        field.attname
+        for field in Delivery._meta.concrete_fields
+        if field.name not in ("id", "created_at", "completed_at")
+    ]
+    for row in waiting:
+        expected = new_delivery(row.event, row.webhook, due_at=row.event.created_at)
+        assert {name: getattr(row, name) for name in compared} == {
+            name: getattr(expected, name) for name in compared
+        }
+        assert (row.completed_at is None) == (expected.completed_at is None)
+    assert {row.status for row in waiting if row.webhook_id == disabled.pk} == {"skipped"}
+    assert {row.max_attempts for row in waiting if row.webhook_id == full.pk} == {3}
+    assert not Event.objects.filter(pending_fanout=True).exists()
 
 
 def test_an_endpoint_declared_inactive_in_settings_gets_nothing(webhook):

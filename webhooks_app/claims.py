@@ -409,27 +409,52 @@ class _Claim:
         active = [webhook for webhook in receiving if webhook.is_active]
         self.webhooks.update((webhook.pk, webhook) for webhook in active)
         self.fresh_webhooks = active
-        rows: list[Delivery] = []
+        held: list[Delivery] = []
+        # Rows not sent now (their endpoint is full, or it is disabled: created skipped).
+        waiting: list[tuple[Event, Webhook]] = []
         for event_id, name, model, created_at, event_body in events:
             event = Event(id=event_id, name=name, model=model, created_at=created_at)
             body = event_body.encode()
             for webhook in subscriptions.matching(receiving, name, model):
-                row = new_delivery(event, webhook, due_at=created_at)
-                rows.append(row)
-                if not webhook.is_active:
-                    continue  # created skipped
                 room = self._room_left(Lane.FIRST, borrowing=False) > 0
-                if not (holds_new_rows and room and webhook.pk not in self.exclude):
+                if not (
+                    webhook.is_active and holds_new_rows and room and webhook.pk not in self.exclude
+                ):
+                    waiting.append((event, webhook))
                     continue
+                row = new_delivery(event, webhook, due_at=created_at)
                 item = self._take(row, webhook, Lane.FIRST, borrowing=False)
-                if item is not None:
-                    item.body = body
-                    item.leased = True
-                    row.lease_token = self.token
-                    row.next_attempt_at = self._lease_until(item)
-        sql.insert(self.using, rows, returning_ids=True)
+                if item is None:
+                    waiting.append((event, webhook))
+                    continue
+                item.body = body
+                item.leased = True
+                row.lease_token = self.token
+                row.next_attempt_at = self._lease_until(item)
+                held.append(row)
+        sql.insert(self.using, held, returning_ids=True)
+        self._insert_waiting(waiting)
         sql.mark_fanned_out(self.using, [event[0] for event in events])
-        return len(rows)
+        return len(held) + len(waiting)
+
+    def _insert_waiting(self, waiting: Sequence[tuple[Event, Webhook]]) -> None:
+        """The fan-out's rows that wait (due) or are settled already (skipped). On
+        PostgreSQL the server builds them from one template row per webhook: they need no
+        object here, and a row per object was most of what a second, hanging subscriber
+        cost every event (``sql.insert_for_events``)."""
+        if not sql.inserts_from_events(self.using):
+            rows = [
+                new_delivery(event, webhook, due_at=event.created_at) for event, webhook in waiting
+            ]
+            sql.insert(self.using, rows)
+            return
+        templates: dict[int, Delivery] = {}
+        for event, webhook in waiting:
+            if webhook.pk not in templates:
+                templates[webhook.pk] = new_delivery(event, webhook, due_at=event.created_at)
+        sql.insert_for_events(
+            self.using, [(event.id, webhook.pk) for event, webhook in waiting], templates
+        )
 
     def _fits(self, webhook: Webhook) -> bool:
         assert self.must_end_by is not None
