@@ -20,15 +20,18 @@ Nothing consumes the queue, so events just accumulate, as they would while a clu
 down. Rounds alternate the configurations so that drift (other processes on the machine, a
 growing database) hits all of them alike; the median per round is reported. The figures
 ``writepath_create_ratio``, ``writepath_update_ratio`` and ``writepath_txn_ratio`` are
-enabled / disabled.
+enabled / disabled. Each figure also carries the CPU µs per save of this process and (on
+PostgreSQL) of its server backend: steadier than wall time on a shared machine, and they
+say which side a save's time went to.
 
-    PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 3 rounds
+    PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 5 rounds
     PYTHONPATH=. .venv/bin/python bench/write_path.py --quick    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -43,6 +46,30 @@ from bench.harness import figure, write_figures
 CONFIGS = ("disabled", "enabled", "no_subscriber")
 OPERATIONS = ("create", "update", "txn")
 TXN_SIZE = 1000
+
+
+class CpuClock:
+    """CPU time of this process and, on PostgreSQL, of its server backend (read from
+    /proc: the server runs on this machine). Wall time on a shared 2-vCPU machine moves by
+    ±30 % between rounds; the CPU each side spends per save hardly moves, and says where
+    the time of a save goes."""
+
+    def __init__(self) -> None:
+        from django.db import connection
+
+        self.backend: int | None = None
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                self.backend = int(cursor.fetchone()[0])
+
+    def read(self) -> tuple[float, float | None]:
+        server = None
+        if self.backend is not None:
+            # utime and stime, fields 14 and 15 of /proc/<pid>/stat (after the command).
+            fields = Path(f"/proc/{self.backend}/stat").read_text().rsplit(")", 1)[1].split()
+            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return time.process_time(), server
 
 
 def time_creates(m: int, tag: str) -> tuple[float, list[Any]]:
@@ -95,6 +122,22 @@ def run(m: int, rounds: int) -> dict[str, Any]:
     samples: dict[str, dict[str, list[float]]] = {
         config: {op: [] for op in OPERATIONS} for config in CONFIGS
     }
+    # CPU µs per save of this process ("client") and of the database server ("server").
+    cpu: dict[str, dict[str, dict[str, list[float]]]] = {
+        side: {config: {op: [] for op in OPERATIONS} for config in CONFIGS}
+        for side in ("client", "server")
+    }
+    clock = CpuClock()
+
+    def on_clock(config: str, op: str, saves: int, work: Any) -> Any:
+        client_before, server_before = clock.read()
+        result = work()
+        client_after, server_after = clock.read()
+        cpu["client"][config][op].append((client_after - client_before) / saves * 1e6)
+        if server_before is not None and server_after is not None:
+            cpu["server"][config][op].append((server_after - server_before) / saves * 1e6)
+        return result
+
     # One untimed pass fills caches (registry, subscriptions sync, prepared statements).
     time_updates(time_creates(min(50, m), "warmup")[1], "warm")
 
@@ -106,9 +149,13 @@ def run(m: int, rounds: int) -> dict[str, Any]:
             with override_settings(WEBHOOKS=variants[config]):
                 tag = f"r{round_no}-{config}"
                 before = Event.objects.count()
-                created_s, articles = time_creates(m, tag)
-                updated_s = time_updates(articles, "u")
-                txn_s = time_transaction(tag)
+                created_s, articles = on_clock(
+                    config, "create", m, lambda tag=tag: time_creates(m, tag)
+                )
+                updated_s = on_clock(
+                    config, "update", m, lambda saved=articles: time_updates(saved, "u")
+                )
+                txn_s = on_clock(config, "txn", TXN_SIZE, lambda tag=tag: time_transaction(tag))
                 recorded = Event.objects.count() - before
             samples[config]["create"].append(created_s / m * 1e6)
             samples[config]["update"].append(updated_s / m * 1e6)
@@ -125,6 +172,13 @@ def run(m: int, rounds: int) -> dict[str, Any]:
         results["us_per_save"][config] = {
             op: statistics.median(values) for op, values in samples[config].items()
         }
+    for side, per_config in cpu.items():
+        results[f"{side}_cpu_us_per_save"] = {
+            config: {
+                op: round(statistics.median(values), 1) for op, values in ops.items() if values
+            }
+            for config, ops in per_config.items()
+        }
     base = results["us_per_save"]["disabled"]
     print(f"\nmedian of {rounds} rounds, M={m} saves each (µs per save):")
     print(f"{'':>14} {'create':>8} {'ratio':>6} {'update':>8} {'ratio':>6} {'txn':>8} {'ratio':>6}")
@@ -135,6 +189,17 @@ def run(m: int, rounds: int) -> dict[str, Any]:
             f"{config:>14} "
             + " ".join(f"{row[op]:8.0f} {row[op] / base[op]:6.2f}" for op in OPERATIONS)
         )
+    for side in ("client", "server"):
+        medians = results[f"{side}_cpu_us_per_save"]
+        if any(medians.values()):
+            print(
+                f"CPU µs per save, {side}: "
+                + "; ".join(
+                    f"{config} " + " / ".join(f"{medians[config][op]:.0f}" for op in OPERATIONS)
+                    for config in CONFIGS
+                )
+                + " (create / update / txn)"
+            )
     results["workdir"] = str(workdir)
     return results
 
@@ -150,6 +215,12 @@ def figures_of(results: dict[str, Any]) -> list[dict[str, Any]]:
             disabled_us=round(us["disabled"][op], 1),
             added_us=round(us["enabled"][op] - us["disabled"][op], 1),
             no_subscriber_us=round(us["no_subscriber"][op], 1),
+            client_cpu_us={
+                config: results["client_cpu_us_per_save"][config].get(op) for config in CONFIGS
+            },
+            server_cpu_us={
+                config: results["server_cpu_us_per_save"][config].get(op) for config in CONFIGS
+            },
             saves=results["m"] if op != "txn" else TXN_SIZE,
             rounds=results["rounds"],
         )
@@ -160,7 +231,7 @@ def figures_of(results: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-save cost of webhooks on the caller.")
     parser.add_argument("--m", "--n", dest="m", type=int, default=2000, help="saves per timing")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke run: M=300, 1 round")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
