@@ -550,3 +550,42 @@ def staff_client_for_summary(db):
     client = APIClient()
     client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
     return client
+
+
+def test_the_engines_bulk_insert_stores_values_as_the_orm_does(webhook):
+    """``sql.insert`` (one JSON parameter on PostgreSQL, VALUES on SQLite) against the ORM:
+    awkward text, microseconds, NULLs, empty strings and JSON columns come back alike."""
+    from webhooks_app import sql
+
+    ArticleFactory()
+    event = Event.objects.get()
+    row = Delivery.objects.create(event=event, webhook=webhook, next_attempt_at=None)
+    started = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)
+    values = {
+        "delivery": row,
+        "webhook": webhook,
+        "number": 2,
+        "trigger": "manual",
+        "outcome": "failed",
+        "started_at": started,
+        "duration_ms": 0,
+        "request_method": "POST",
+        "request_url": "https://example.com/hook?a=1&b='\"x\"'",
+        "request_headers": {"X-Quote": 'a "b" \\ c', "Ünï": "çødé", "nested": ["1", None]},
+        "response_status": None,
+        "response_headers": {},
+        "response_body": 'line 1\nline 2\t{"json": "text"} \\ ,{}',
+        "error_class": "",
+        "error_message": "naïve 💥",
+        "summary": "HTTP 5xx",
+    }
+    by_orm = DeliveryAttempt.objects.create(**values)
+    by_engine = DeliveryAttempt(**values)
+
+    sql.insert("default", [by_engine], returning_ids=True)
+
+    assert by_engine.pk is not None
+    assert by_engine.pk != by_orm.pk
+    fields = [f.attname for f in DeliveryAttempt._meta.concrete_fields if f.name != "id"]
+    stored = DeliveryAttempt.objects.values(*fields)
+    assert stored.get(pk=by_engine.pk) == stored.get(pk=by_orm.pk)

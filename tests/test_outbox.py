@@ -171,3 +171,28 @@ def test_a_refused_rollback_keeps_the_events_with_their_transaction():
 
     assert Event.objects.count() == 1
     assert not watching()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        'SELECT "webhooks_app_event"."id" FROM "webhooks_app_event"',
+        'SELECT COUNT(*) FROM "webhooks_app_delivery" WHERE "status" = %s',
+        'INSERT INTO "webhooks_app_deliveryattempt" ("delivery_id") VALUES (%s)',
+        "update WEBHOOKS_APP_WEBHOOK set name = 'x'",
+        'SAVEPOINT "s1_x1"',
+        'RELEASE SAVEPOINT "s1_x1"',
+        'ROLLBACK TO SAVEPOINT "s1_x1"',
+        "  COMMIT",
+        "rollback",
+        "END",
+        "BEGIN",
+    ],
+)
+def test_statements_that_could_see_the_events_write_them_first(statement):
+    assert outbox.could_see_events(statement) is True
+
+
+def test_a_statement_on_the_callers_own_tables_leaves_the_events_waiting():
+    statement = 'INSERT INTO "tests_article" ("title", "body") VALUES (%s, %s) RETURNING "id"'
+    assert outbox.could_see_events(statement) is False

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -140,18 +139,34 @@ def _before_statement(
     many: bool,
     context: dict[str, Any],
 ) -> Any:
-    if _watched_statements().search(str(sql)):  # a statement that could see the events
+    if could_see_events(str(sql)):
         pending.write()
     return execute(sql, params, many, context)
 
 
+_TRANSACTION_STATEMENTS = ("commit", "rollback", "end", "begin")
+
+
+def could_see_events(sql: str) -> bool:
+    """Whether a statement must find the transaction's events written: it names one of our
+    tables, sets, releases or rolls back to a savepoint, or is a COMMIT, ROLLBACK, END or
+    BEGIN sent as SQL (writing first is right for each, as the database then keeps or drops
+    the events with the rest). It runs before every statement of a transaction holding
+    events, so it is substring tests on the lowered text (a regular expression of the same
+    took ~20 µs a statement); a false "yes" only writes the events earlier, which is always
+    correct."""
+    text = sql.lower()
+    if "savepoint" in text or text.lstrip().startswith(_TRANSACTION_STATEMENTS):
+        return True
+    return any(table in text for table in _our_tables())
+
+
 @functools.cache
-def _watched_statements() -> re.Pattern[str]:
-    """SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT, a transaction statement sent as
-    SQL (COMMIT, ROLLBACK, END, BEGIN: writing first is right for each, as the database then
-    keeps or drops the events with the rest), or any name of our tables."""
-    tables = sorted(
-        model._meta.db_table for model in apps.get_app_config("webhooks_app").get_models()
+def _our_tables() -> tuple[str, ...]:
+    tables = {
+        model._meta.db_table.lower() for model in apps.get_app_config("webhooks_app").get_models()
+    }
+    # A name that contains another ("..._deliveryattempt", "..._delivery") is found by it.
+    return tuple(
+        sorted(table for table in tables if not any(other in table for other in tables - {table}))
     )
-    names = "|".join(re.escape(table) for table in tables)
-    return re.compile(rf"\bSAVEPOINT\b|^\s*(?:COMMIT|ROLLBACK|END|BEGIN)\b|{names}", re.IGNORECASE)
