@@ -114,11 +114,19 @@ def main() -> None:
         try:
             fast_rate(receiver, 20, "warm", with_hanging=False)
             for round_no in range(rounds):
-                alone = fast_rate(receiver, n, f"alone{round_no}", with_hanging=False)
-                beside = fast_rate(
-                    receiver, n, f"beside{round_no}", with_hanging=True, second=args.second
-                )
-                ratios.append(beside / alone)
+                # Alternating which goes first (alone, beside; beside, alone; ...) cancels
+                # the machine's drift between the two halves of a round.
+                halves = [("alone", False), ("beside", True)]
+                if round_no % 2:
+                    halves.reverse()
+                rates = {
+                    label: fast_rate(
+                        receiver, n, f"{label}{round_no}", with_hanging=hanging, second=args.second
+                    )
+                    for label, hanging in halves
+                }
+                beside_rate, alone_rate = rates["beside"], rates["alone"]
+                ratios.append(beside_rate / alone_rate)
             limit = limited_rate(receiver, limited, 5.0)
         finally:
             cluster.stop()
@@ -128,6 +136,7 @@ def main() -> None:
             statistics.median(ratios),
             "ratio",
             ratios=[round(value, 3) for value in ratios],
+            order="alone first in even rounds, beside first in odd ones",
             n=n,
             hanging_endpoint="never answers; 5 s timeout; ENDPOINT_MAX_IN_FLIGHT 50",
         ),
