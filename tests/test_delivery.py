@@ -415,6 +415,17 @@ def test_response_body_is_capped(webhook, receiver, save_and_send, settings):
     assert len(DeliveryAttempt.objects.get().response_body) == 1000
 
 
+def test_a_response_body_with_nul_bytes_is_recorded(webhook, receiver, save_and_send):
+    # PostgreSQL text cannot hold NUL: stored as is, it failed the whole batch's write.
+    receiver.queue(Response(500, b"bad\x00body \xff"))
+    save_and_send()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.response_status == 500
+    assert attempt.response_body == "bad\ufffdbody \ufffd"
+    assert Delivery.objects.get().attempts == 1
+
+
 def test_disabled_webhook_skips_its_pending_deliveries(webhook, receiver, no_jitter):
     receiver.queue(Response(500))
     start = timezone.now()

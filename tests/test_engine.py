@@ -242,7 +242,8 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     (item,) = claim()
     run = engine.Run(budget=5, linger=0)
     run.recorder.add_result(item.delivery, item.webhook, None, RuntimeError("unsendable"))
-    now = time.monotonic()
+    now = run.recorder.first_added_at  # the clock the flush reads, however slow this machine
+    assert now is not None
     out = engine._InFlight(item, None, concurrent.futures.Future(), now + 5, starts_at=now)
     run.in_flight[0] = out
 
@@ -252,6 +253,10 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     # Out for long (a hanging endpoint's): writing does not wait for it, so the endpoints
     # whose requests are back get their slots, and their next rows, at once.
     out.starts_at = now - engine.SLOW_REQUEST_SECONDS - 0.01
+    assert run._should_flush(now, claiming=True) is True
+
+    # Still waiting for its rate-limit slot: not out, so not back within FLUSH_SECONDS.
+    out.starts_at = now + 0.5
     assert run._should_flush(now, claiming=True) is True
 
 

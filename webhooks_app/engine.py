@@ -390,7 +390,9 @@ class Run:
         every other endpoint's outcomes, and so their next rows, by FLUSH_SECONDS a round
         trip (bench/isolation.py measured the fast endpoint at 0.65-0.9 of its rate)."""
         young_since = now - SLOW_REQUEST_SECONDS
-        return any(entry.starts_at > young_since for entry in self.in_flight.values())
+        # A request still waiting for its rate-limit slot is not out yet: it is not back
+        # within FLUSH_SECONDS either.
+        return any(young_since < entry.starts_at <= now for entry in self.in_flight.values())
 
     def _wait(self, next_claim_at: float | None) -> None:
         """Sleep until something finishes, a claim is due, a flush is due, or a guard fires."""

@@ -234,9 +234,7 @@ class Transport:
                         duration_ms=_elapsed_ms(start),
                         status_code=response.status,
                         response_headers=dict(response.headers),
-                        response_body=bytes(body).decode(
-                            response.charset or "utf-8", errors="replace"
-                        ),
+                        response_body=_as_text(bytes(body), response.charset),
                     )
         except Exception as exc:  # every failure is recorded, none escapes (house rule 6)
             error_class, message = describe_error(exc, request, phase.name)
@@ -288,6 +286,13 @@ def _check_literal_target(url: str) -> None:
     refused = targets.refusal(host, address)
     if refused:
         raise Blocked(refused)
+
+
+def _as_text(body: bytes, charset: str | None) -> str:
+    """A response body as text we can store: undecodable bytes and NUL (which PostgreSQL
+    text cannot hold: one would fail the write of every outcome in its batch) become
+    U+FFFD."""
+    return body.decode(charset or "utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _elapsed_ms(start: float) -> int:
