@@ -260,6 +260,29 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     assert run._should_flush(now, claiming=True) is True
 
 
+def test_a_claim_that_keeps_failing_is_tried_again_after_a_pause(webhook, monkeypatch):
+    from django.db import DatabaseError
+
+    ArticleFactory()
+    (item,) = claim()
+    run = engine.Run(budget=1.2, linger=0)
+    # An outcome waiting makes a claim due at once; the database refuses every claim.
+    run.recorder.add_result(item.delivery, item.webhook, None, RuntimeError("unsendable"))
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(time.monotonic())
+        raise DatabaseError("the database is gone")
+
+    monkeypatch.setattr(claims, "claim", refuse)
+
+    run.run()
+
+    assert 2 <= len(calls) <= 1.2 / engine.CLAIM_RETRY_SECONDS + 1
+    assert min(b - a for a, b in itertools.pairwise(calls)) >= engine.CLAIM_RETRY_SECONDS * 0.9
+    assert DeliveryAttempt.objects.count() == 1  # written once the run stopped claiming
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_run_leaves_hanging_requests_to_a_thread_and_the_next_run_counts_them(
     receiver, hostile, monkeypatch

@@ -62,6 +62,10 @@ FLUSH_SECONDS = 0.02
 # A request out this long is not expected back within FLUSH_SECONDS: outcomes waiting for
 # more to join them do not wait for it (a hanging endpoint's requests are always out).
 SLOW_REQUEST_SECONDS = 0.1
+# After a claim failed (the database gone, a lock timeout, a row it refuses to write), the
+# next waits this long: outcomes waiting make a claim due at once, so a failure that
+# persists would otherwise become a hot loop against the database.
+CLAIM_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -153,6 +157,7 @@ class Run:
         # Whether the last claim found something: then the next one need not probe first.
         self.last_claim_found = False
         self.last_sweep = -math.inf
+        self.claim_again_at = -math.inf
         # Webhooks the last claim found full or rate-limited: probes between sweeps skip
         # them (a request of one that ends here frees a slot: it is taken out again).
         self.blocked: set[int] = set()
@@ -181,7 +186,13 @@ class Run:
                 # Just ran dry: look again at once before deciding to linger or stop.
                 idle_since = now
                 next_claim_at = now
-            if claiming and self._free() > 0 and (now >= next_claim_at or flush_due):
+            backing_off = now < self.claim_again_at
+            if (
+                claiming
+                and self._free() > 0
+                and not backing_off
+                and (now >= next_claim_at or flush_due)
+            ):
                 # A claim writes the outcomes waiting first, in its own transaction.
                 last_claim_at = now
                 free = self._free()
@@ -191,7 +202,8 @@ class Run:
                 # A claim that filled every free slot may leave more; one that did not has
                 # met a limit (or run dry): look again when slots free up, or after a poll.
                 next_claim_at = time.monotonic() + (0 if found >= free else POLL_SECONDS)
-            elif flush_due:
+                next_claim_at = max(next_claim_at, self.claim_again_at)
+            elif flush_due and not backing_off:
                 self._flush()
                 next_claim_at = min(next_claim_at, time.monotonic())
             if not claiming and self.in_flight and self.settle_in_background:
@@ -298,6 +310,7 @@ class Run:
             # (or another worker) takes them.
             logger.exception("claiming deliveries failed; trying again shortly")
             self.last_claim_found = False
+            self.claim_again_at = time.monotonic() + CLAIM_RETRY_SECONDS
             return 0
         self.last_claim_found = bool(claimed)
         self._forget_disabled()
@@ -402,7 +415,7 @@ class Run:
             until = min(until, next_claim_at)
         if self.in_flight:
             until = min(until, min(entry.guard_at for entry in self.in_flight.values()))
-        if self.recorder.first_added_at is not None:
+        if self.recorder.first_added_at is not None and now >= self.claim_again_at:
             until = min(until, self.recorder.first_added_at + FLUSH_SECONDS)
         if not self.in_flight and next_claim_at is None:
             return
