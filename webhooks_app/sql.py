@@ -521,7 +521,7 @@ def insert_for_events(
     For the rows a fan-out does not send at once (an endpoint at its cap, a disabled one):
     building, adapting and escaping one object per row cost ~95 µs a row, which is what a
     second, hanging subscriber added to every event (docs/benchmarks.md); here a row costs
-    the server's insert and two array elements.
+    the server's insert and two array elements (the templates travel as JSON rows).
     """
     if not pairs:
         return
@@ -529,45 +529,41 @@ def insert_for_events(
     d = _of(Delivery, using)
     e = _of(Event, using)
     from_event = {"event": e["id"], "event_name": e["name"], "event_model": e["model"]}
-    constant = [
+    # The template rows: their webhook (to join on), when they are due, then the rest.
+    template_fields = [d.fields["webhook"], d.fields["next_attempt_at"]]
+    template_fields += [
         field
         for name, field in d.fields.items()
         if name not in from_event
-        and name != "next_attempt_at"
+        and field not in template_fields
         and not isinstance(field, models.AutoField)
     ]
-    webhook_ids = list(templates)
-    arrays = [
-        "%s::bigint[]",
-        "%s::boolean[]",
-        *(f"%s::{_array_type(field, connection)}" for field in constant),
-    ]
-    params: list[Any] = [
-        [event_id for event_id, _ in pairs],
-        [webhook_id for _, webhook_id in pairs],
-        webhook_ids,
-        [templates[webhook_id].next_attempt_at is not None for webhook_id in webhook_ids],
-        *(
-            [column_value(field, templates[webhook_id], connection) for webhook_id in webhook_ids]
-            for field in constant
-        ),
-    ]
-    aliases = ", ".join(f"c{number}" for number in range(len(constant)))
-    columns = [*from_event, "next_attempt_at", *(field.name for field in constant)]
+    expressions, template_rows = _json_rows(
+        template_fields, list(templates.values()), connection, column_value
+    )
+    aliases = [f"c{number}" for number in range(len(template_fields))]
     values = [
         *(f"e.{column}" for column in from_event.values()),
-        f"CASE WHEN t.due THEN e.{e['created_at']} END",
-        *(f"t.c{number}" for number in range(len(constant))),
+        "t.c0",
+        # Due as its event happened, or NULL (skipped) when the template's is NULL.
+        f"CASE WHEN t.c1 IS NOT NULL THEN e.{e['created_at']} END",
+        *(f"t.{alias}" for alias in aliases[2:]),
     ]
+    columns = [*from_event, *(field.name for field in template_fields)]
     sql = (
         f"INSERT INTO {d.table} ({', '.join(d[name] for name in columns)}) "  # noqa: S608
         f"SELECT {', '.join(values)} "
         f"FROM unnest(%s::{_array_type(e.fields['id'], connection)}, %s::bigint[]) "
         "AS p(event_id, webhook_id) "
         f"JOIN {e.table} e ON e.{e['id']} = p.event_id "
-        f"JOIN unnest({', '.join(arrays)}) AS t(webhook_id, due, {aliases}) "
-        "ON t.webhook_id = p.webhook_id"
+        f"JOIN (SELECT {', '.join(expressions)} FROM json_array_elements(%s::json) AS r(v)) "
+        f"AS t({', '.join(aliases)}) ON t.c0 = p.webhook_id"
     )
+    params = [
+        [event_id for event_id, _ in pairs],
+        [webhook_id for _, webhook_id in pairs],
+        template_rows,
+    ]
     _execute(using, sql, params)
 
 
