@@ -563,15 +563,21 @@ def staff_client_for_summary(db):
     return client
 
 
-def test_the_engines_bulk_insert_stores_values_as_the_orm_does(webhook):
+@pytest.mark.parametrize(
+    "zone",
+    [datetime.UTC, datetime.timezone(datetime.timedelta(hours=5, minutes=30))],
+    ids=["utc", "plus-0530"],
+)
+def test_the_engines_bulk_insert_stores_values_as_the_orm_does(webhook, zone):
     """``sql.insert`` (one JSON parameter on PostgreSQL, VALUES on SQLite) against the ORM:
-    awkward text, microseconds, NULLs, empty strings and JSON columns come back alike."""
+    awkward text, microseconds, NULLs, empty strings, JSON columns and timestamps in any
+    zone (read as they are, not through the field) come back alike."""
     from webhooks_app import sql
 
     ArticleFactory()
     event = Event.objects.get()
     row = Delivery.objects.create(event=event, webhook=webhook, next_attempt_at=None)
-    started = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)
+    started = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=zone)
     values = {
         "delivery": row,
         "webhook": webhook,

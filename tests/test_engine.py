@@ -248,7 +248,9 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     run.in_flight[0] = out
 
     assert run._should_flush(now, claiming=True) is False  # another may join it
-    assert run._should_flush(now + engine.FLUSH_SECONDS, claiming=True) is True
+    # A millisecond past: now + FLUSH_SECONDS - now is not FLUSH_SECONDS in floating point
+    # for every clock reading (1810.809971216 + 0.02 - 1810.809971216 < 0.02).
+    assert run._should_flush(now + engine.FLUSH_SECONDS + 0.001, claiming=True) is True
 
     # Out for long (a hanging endpoint's): writing does not wait for it, so the endpoints
     # whose requests are back get their slots, and their next rows, at once.
