@@ -224,6 +224,9 @@ show_logs() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
+    # Output into a closed pipe (`... 2>&1 | head`) must not cut the teardown short: writes
+    # then fail quietly instead of killing the script before the servers are stopped.
+    trap '' PIPE
     set +e
     # The marker must not reach the helper commands below, or they would look like strays.
     export -n WEBHOOKS_CI_RUN_ID 2>/dev/null
@@ -240,6 +243,7 @@ trap cleanup EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 141' PIPE
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL

@@ -132,6 +132,27 @@ def create_articles(n: int, txn_size: int, prefix: str, pace: float = 0.0) -> li
     return commits
 
 
+def quiet_down() -> None:
+    """Deactivate the webhooks of the last round (or phase), wait until its rows are all
+    settled (skipped, or timed out and waiting for a retry), then delete them, so a round
+    never pays for the last. (A deactivated webhook still receives every event, as a skipped
+    delivery: left in place, each round's webhooks would add a row per event to every later
+    round; in bench/isolation.py one more to each "beside" round than to the "alone" round it
+    is compared with.)"""
+    from webhooks_app.models import Delivery, Webhook
+
+    Webhook.objects.update(is_active=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not Delivery.objects.filter(status="pending", lease_token__gt="").exists() and (
+            not Delivery.objects.filter(status="pending", attempts=0).exists()
+        ):
+            Webhook.objects.all().delete()
+            return
+        time.sleep(0.2)
+    raise SystemExit("FAIL: the last round's deliveries did not settle within 60 s")
+
+
 def wait_settled(expected: int, timeout: float) -> int:
     """Wait until ``expected`` deliveries are settled; returns how many are."""
     from webhooks_app.models import Delivery, DeliveryStatus

@@ -26,28 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import make_workdir, setup_django
-from bench.harness import Cluster, create_articles, figure, write_figures
+from bench.harness import Cluster, create_articles, figure, quiet_down, write_figures
 from bench.receiver import ReceiverProcess
-
-
-def quiet_down() -> None:
-    """Deactivate the webhooks of the last round, wait until its rows are all settled
-    (skipped, or timed out and waiting for a retry), then delete them, so a round never
-    pays for the last. (A deactivated webhook still receives every event, as a skipped
-    delivery: left in place, the rounds' webhooks would add a row per event to each later
-    round, one more to each "beside" round than to the "alone" round it is compared with.)"""
-    from webhooks_app.models import Delivery, Webhook
-
-    Webhook.objects.update(is_active=False)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not Delivery.objects.filter(status="pending", lease_token__gt="").exists() and (
-            not Delivery.objects.filter(status="pending", attempts=0).exists()
-        ):
-            Webhook.objects.all().delete()
-            return
-        time.sleep(0.2)
-    raise SystemExit("FAIL: the last round's deliveries did not settle within 60 s")
 
 
 def fast_rate(

@@ -32,7 +32,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import make_workdir, setup_django
-from bench.harness import Cluster, create_articles, figure, wait_settled, write_figures
+from bench.harness import (
+    Cluster,
+    create_articles,
+    figure,
+    quiet_down,
+    wait_settled,
+    write_figures,
+)
 from bench.receiver import ReceiverProcess
 
 SLOW_PATH = "/delay/200/slow"
@@ -48,7 +55,7 @@ def percentile(values: list[float], share: float) -> float:
 def slow_receiver_rate(receiver: ReceiverProcess, n: int) -> dict[str, Any]:
     from webhooks_app.models import Webhook
 
-    Webhook.objects.update(is_active=False)
+    quiet_down()
     Webhook.objects.create(name="slow", url=receiver.base_url + SLOW_PATH, max_in_flight=500)
     commits = create_articles(n, n, "slow")
     stats = receiver.wait_for_path(SLOW_PATH, n, timeout=120)
@@ -61,7 +68,7 @@ def slow_receiver_rate(receiver: ReceiverProcess, n: int) -> dict[str, Any]:
 def commit_to_receipt(receiver: ReceiverProcess, per_second: int, seconds: float) -> list[float]:
     from webhooks_app.models import Event, Webhook
 
-    Webhook.objects.update(is_active=False)
+    quiet_down()
     Webhook.objects.create(name="fast", url=receiver.base_url + FAST_PATH)
     time.sleep(1.5)  # every process's copy of the subscriptions has the new webhook
     count = int(per_second * seconds)
@@ -87,7 +94,7 @@ def busy_stop(
 ) -> dict[str, Any]:
     from webhooks_app.models import Delivery, DeliveryAttempt, Webhook
 
-    Webhook.objects.update(is_active=False)
+    quiet_down()
     path = "/delay/200/stop"
     Webhook.objects.create(name="stop", url=receiver.base_url + path, max_in_flight=500)
     time.sleep(1.5)
