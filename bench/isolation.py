@@ -5,7 +5,10 @@ On the configuration the environment selects (see bench/throughput.py), with a r
 
 * ``isolation_ratio``: N events, each to a fast endpoint and to one that never answers (its
   requests end at the 5 s timeout); the fast endpoint's deliveries/s, from the first commit
-  to its last request, divided by the same run without the hanging endpoint.
+  to its last request, divided by the same run without the hanging endpoint. With
+  ``--second fast`` or ``--second disabled`` the second endpoint answers at once, or is a
+  disabled webhook (its rows are made, as skipped, and never sent): what a second subscriber
+  costs by itself, to read the figure against.
 * ``rate_limit_error``: an endpoint limited to 5 requests/s gets 100 events at once; the rate
   its requests arrived at ((n - 1) / (last - first)) divided by 5.
 
@@ -39,7 +42,12 @@ def fast_rate(
     fast_path = f"/fast/{tag}"
     Webhook.objects.create(name=f"fast {tag}", url=receiver.base_url + fast_path)
     if with_hanging:
-        Webhook.objects.create(name=f"{second} {tag}", url=receiver.base_url + f"/{second}/{tag}")
+        Webhook.objects.create(
+            name=f"{second} {tag}",
+            url=receiver.base_url + f"/{second}/{tag}",
+            # Still subscribed: its rows are made (skipped), and none is ever sent.
+            is_active=second != "disabled",
+        )
     time.sleep(1.5)  # every process's copy of the subscriptions has the new webhooks
     commits = create_articles(n, 100, tag)
     stats = receiver.wait_for_path(fast_path, n, timeout=120)
@@ -78,10 +86,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--second",
-        choices=["hang", "fast"],
+        choices=["hang", "fast", "disabled"],
         default="hang",
-        help="the second endpoint: hanging (the figure), or fast too (what a second "
-        "subscriber costs by itself)",
+        help="the second endpoint: hanging (the figure), fast too (what a second "
+        "subscriber costs by itself), or disabled (only its rows: kept as skipped)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -118,6 +126,7 @@ def main() -> None:
             ratios=[round(value, 3) for value in ratios],
             order="alone first in even rounds, beside first in odd ones",
             n=n,
+            second=args.second,
             hanging_endpoint="never answers; 5 s timeout; ENDPOINT_MAX_IN_FLIGHT 50",
         ),
         figure(
