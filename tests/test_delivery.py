@@ -606,3 +606,50 @@ def test_the_engines_bulk_insert_stores_values_as_the_orm_does(webhook, zone):
     fields = [f.attname for f in DeliveryAttempt._meta.concrete_fields if f.name != "id"]
     stored = DeliveryAttempt.objects.values(*fields)
     assert stored.get(pk=by_engine.pk) == stored.get(pk=by_orm.pk)
+
+
+def test_a_success_after_successes_rewrites_the_webhook_at_most_every_refresh_interval(webhook):
+    start = timezone.now()
+    delivery._update_webhook_stats(webhook.pk, [True], start, "default")
+    webhook.refresh_from_db()
+    assert (webhook.last_delivery_at, webhook.last_delivery_status) == (start, "succeeded")
+
+    # Only the time would change: the row (a hot one, locked by each claim) is left alone.
+    soon = start + datetime.timedelta(seconds=delivery.STATS_REFRESH_SECONDS / 2)
+    delivery._update_webhook_stats(webhook.pk, [True], soon, "default")
+    webhook.refresh_from_db()
+    assert webhook.last_delivery_at == start
+
+    later = start + datetime.timedelta(seconds=delivery.STATS_REFRESH_SECONDS + 0.1)
+    delivery._update_webhook_stats(webhook.pk, [True], later, "default")
+    webhook.refresh_from_db()
+    assert webhook.last_delivery_at == later
+
+
+@pytest.mark.parametrize(
+    "written_by_another_worker",
+    [
+        {"consecutive_failures": 3},
+        {"failing_since": "now"},
+        {"disable_warned_at": "now"},
+        {"last_delivery_status": "failed"},
+    ],
+    ids=["failures", "failing-since", "warned", "status"],
+)
+def test_a_success_resets_what_another_worker_wrote_at_once(webhook, written_by_another_worker):
+    start = timezone.now()
+    delivery._update_webhook_stats(webhook.pk, [True], start, "default")
+    stale = {
+        field: start if value == "now" else value
+        for field, value in written_by_another_worker.items()
+    }
+    Webhook.objects.filter(pk=webhook.pk).update(**stale)
+
+    soon = start + datetime.timedelta(seconds=delivery.STATS_REFRESH_SECONDS / 2)
+    delivery._update_webhook_stats(webhook.pk, [True], soon, "default")
+
+    webhook.refresh_from_db()
+    assert webhook.consecutive_failures == 0
+    assert webhook.failing_since is None
+    assert webhook.disable_warned_at is None
+    assert (webhook.last_delivery_at, webhook.last_delivery_status) == (soon, "succeeded")
