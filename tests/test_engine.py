@@ -489,3 +489,38 @@ def test_between_sweeps_a_full_endpoints_backlog_costs_a_claim_one_statement(
     # A sweep looks at everything again (and finds the hanging endpoint still full).
     assert claim(webhooks=copy, blocked=blocked, sweep=True) == []
     assert blocked == {hanging.pk}
+
+
+def test_taking_pending_events_marks_the_oldest_and_a_rollback_leaves_them_pending(webhook):
+    base = timezone.now()
+    for number, offset in enumerate([3, 1, 2, 0]):
+        Event.objects.create(
+            id=f"evt_take_{number}",
+            name="article.create",
+            body="{}",
+            created_at=base - datetime.timedelta(seconds=offset),
+            pending_fanout=True,
+        )
+
+    class Undo(Exception):
+        pass
+
+    taken = []
+
+    def take_then_roll_back():
+        with transaction.atomic():
+            taken.extend(sql.take_pending_events("default", 3))
+            raise Undo
+
+    with pytest.raises(Undo):
+        take_then_roll_back()
+    assert [event[0] for event in taken] == ["evt_take_0", "evt_take_2", "evt_take_1"]
+    assert Event.objects.filter(pending_fanout=True).count() == 4
+
+    with transaction.atomic():
+        taken = sql.take_pending_events("default", 3)
+    assert [event[0] for event in taken] == ["evt_take_0", "evt_take_2", "evt_take_1"]
+    assert taken[0][1:] == ("article.create", "", base - datetime.timedelta(seconds=3), "{}")
+    assert list(Event.objects.filter(pending_fanout=True).values_list("id", flat=True)) == [
+        "evt_take_3"
+    ]

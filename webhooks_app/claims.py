@@ -400,7 +400,7 @@ class _Claim:
             # About as many events as can be sent now: rows created for a full endpoint
             # wait as due rows, and would cost a second statement to lease later.
             limit = min(limit, max(20, self._useful_rows(Lane.FIRST, False, unknown_slack=0)))
-        events = sql.pending_events(self.using, limit)
+        events = sql.take_pending_events(self.using, limit)
         if not events:
             return 0
         # Matched against the webhooks as they are now, not a copy: a webhook created a
@@ -434,7 +434,6 @@ class _Claim:
                 held.append(row)
         sql.insert(self.using, held, returning_ids=True)
         self._insert_waiting(waiting)
-        sql.mark_fanned_out(self.using, [event[0] for event in events])
         return len(held) + len(waiting)
 
     def _insert_waiting(self, waiting: Sequence[tuple[Event, Webhook]]) -> None:

@@ -417,25 +417,43 @@ def work_waiting(using: str, now: datetime.datetime, webhooks: Sequence[int] | N
     return bool(row[0])
 
 
-def pending_events(using: str, limit: int) -> list[tuple[str, str, str, datetime.datetime, str]]:
-    """(id, name, model, created_at, body) of the oldest events not fanned out yet."""
+def take_pending_events(
+    using: str, limit: int
+) -> list[tuple[str, str, str, datetime.datetime, str]]:
+    """(id, name, model, created_at, body) of the oldest events not fanned out yet, oldest
+    first, marked fanned out: the caller creates their deliveries in the same transaction
+    (under the claim lock), so they commit or roll back together. On PostgreSQL one
+    ``UPDATE ... RETURNING`` (a claim's statement fewer); elsewhere a read, then the mark."""
     if not supported(using):
-        return list(
+        events = list(
             Event.objects.using(using)
             .pending_fanout()
             .values_list("id", "name", "model", "created_at", "body")[:limit]
         )
+        mark_fanned_out(using, [event[0] for event in events])
+        return events
     e = _of(Event, using)
-    sql = (
-        f"SELECT {e['id']}, {e['name']}, {e['model']}, {e['created_at']}, {e['body']} "  # noqa: S608
+    columns = f"{e['id']}, {e['name']}, {e['model']}, {e['created_at']}, {e['body']}"
+    oldest = (
         f"FROM {e.table} WHERE {e['pending_fanout']} = %s "
         f"ORDER BY {e['created_at']} LIMIT {int(limit)}"
     )
-    rows = _execute(using, sql, [True])
-    return [
+    if _postgres(using):
+        sql = (
+            f"UPDATE {e.table} SET {e['pending_fanout']} = %s "  # noqa: S608
+            f"WHERE {e['id']} IN (SELECT {e['id']} {oldest}) RETURNING {columns}"
+        )
+        rows = list(_execute(using, sql, [False, True]))
+    else:
+        rows = list(_execute(using, f"SELECT {columns} {oldest}", [True]))
+        mark_fanned_out(using, [str(row[0]) for row in rows])
+    events = [
         (str(id_), str(name), str(model), read_datetime(created), str(body))
         for id_, name, model, created, body in rows
     ]
+    # RETURNING keeps no order: oldest first, as they were chosen.
+    events.sort(key=lambda event: (event[3], event[0]))
+    return events
 
 
 # --- writing ---------------------------------------------------------------------------------
