@@ -168,10 +168,10 @@ def _json_reader(
     """How ``_json_rows`` reads one field of each row, decided once per field. Profiled in
     a worker (bench/worker_path.py), asking each value's field the same questions per row
     (``value``, then ``get_db_prep_save`` and its checks of every timestamp) was a sixth of
-    the run's own time. Values that are their stored form (``is_plain``, JSON) and aware
+    the run's own time. Values that are their stored form (``_is_plain``, JSON) and aware
     timestamps that no ``auto_now`` replaces are read as they are; the rest as before."""
     read_attribute = operator.attrgetter(field.attname)
-    if isinstance(field, models.JSONField) or is_plain(field):
+    if isinstance(field, models.JSONField) or _is_plain(field):
         return read_attribute
 
     def prepared(obj: Model) -> Any:
@@ -652,7 +652,7 @@ _PLAIN_FIELDS = (
 )
 
 
-def is_plain(field: models.Field[Any, Any]) -> bool:
+def _is_plain(field: models.Field[Any, Any]) -> bool:
     """Whether the field's stored form is its Python value (``_PLAIN_FIELDS``, or a
     foreign key to one)."""
     return isinstance(field, _PLAIN_FIELDS) or (
@@ -661,7 +661,7 @@ def is_plain(field: models.Field[Any, Any]) -> bool:
 
 
 def column_value(field: models.Field[Any, Any], obj: Model, connection: Any) -> Any:
-    if is_plain(field):
+    if _is_plain(field):
         return getattr(obj, field.attname)
     return field.get_db_prep_save(field.pre_save(obj, True), connection)
 
