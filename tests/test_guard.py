@@ -82,6 +82,17 @@ def guard(settings):
     netguard.uninstall()
 
 
+def assert_names_the_target(message: str, form: str) -> None:
+    """The address when the URL spells it; for a name, the name: what DNS answered is not
+    repeated to whoever reads the message (an API client could map internal names)."""
+    url, address = TARGETS[form]
+    if form.startswith("name-"):
+        assert address not in message
+        assert f"{url.split('/')[2]} resolves to a" in message
+    else:
+        assert address in message
+
+
 def receiver_port(receiver) -> int:
     return int(receiver.server.server_address[1])
 
@@ -153,7 +164,7 @@ def test_a_settings_endpoint_with_an_internal_target_is_check_error_e030(guard, 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_a_row_made_with_the_orm_is_blocked_when_it_is_sent(guard, form):
-    url, address = TARGETS[form]
+    url, _ = TARGETS[form]
     Webhook.objects.create(url=url, secret="whsec_" + "a" * 32)  # no validation on this path
     ArticleFactory()
 
@@ -166,7 +177,7 @@ def test_a_row_made_with_the_orm_is_blocked_when_it_is_sent(guard, form):
     attempt = row.attempts_log.get()
     assert attempt.error_class == "Blocked"
     assert attempt.error_message.startswith("Blocked: ")
-    assert address in attempt.error_message
+    assert_names_the_target(attempt.error_message, form)
     assert attempt.error_message.endswith('allow it with WEBHOOKS["ALLOWED_TARGETS"]')
 
 
@@ -180,9 +191,35 @@ def test_a_name_that_rebinds_after_the_check_is_caught_when_it_is_used(guard, st
     assert guard.attempts == []  # neither the public address nor loopback was connected to
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_class == "Blocked"
-    assert "rebind.test resolves to 127.0.0.1, which is a loopback address" in (
-        attempt.error_message
-    )
+    assert "rebind.test resolves to a loopback address;" in attempt.error_message
+    assert "127.0.0.1" not in attempt.error_message  # what DNS answered is not repeated
+
+
+@pytest.mark.parametrize(
+    ("form", "shown"),
+    [
+        ("name-to-private", "intranet.test resolves to a private address;"),
+        ("name-to-link-local", "link.test resolves to a link-local address"),
+        ("private", "10.0.0.1 is a private address;"),
+        ("decimal", "2130706433 resolves to 127.0.0.1, which is a loopback address;"),
+        ("localhost", "localhost resolves to 127.0.0.1, which is a loopback address;"),
+        ("ipv4-mapped", "a loopback address (it carries 127.0.0.1);"),
+    ],
+)
+def test_a_refusal_names_an_address_only_when_the_url_itself_spells_it(
+    guard, staff_client, form, shown
+):
+    """API clients read these messages: what DNS answered for a name stays out of them (it
+    would let them map internal names); what the URL itself says is shown."""
+    url, address = TARGETS[form]
+
+    response = staff_client.post("/api/webhooks/", {"url": url}, format="json")
+
+    assert response.status_code == 400
+    (message,) = response.json()["url"]
+    assert shown in message
+    if form.startswith("name-"):
+        assert address not in message
 
 
 def test_a_name_with_one_internal_address_among_public_ones_uses_only_the_public(guard):
@@ -197,7 +234,7 @@ def test_a_name_with_one_internal_address_among_public_ones_uses_only_the_public
 
 @pytest.mark.parametrize("form", FORMS)
 def test_every_test_send_path_is_blocked(guard, staff_client, admin_client, form):
-    url, address = TARGETS[form]
+    url, _ = TARGETS[form]
     hook = Webhook.objects.create(url=url, secret="whsec_" + "a" * 32)
 
     api = staff_client.post(f"/api/webhooks/{hook.pk}/test/", {}, format="json")
@@ -219,7 +256,7 @@ def test_every_test_send_path_is_blocked(guard, staff_client, admin_client, form
     assert "Blocked" in str(by_id.value)
     assert ad_hoc.value.returncode == 1
     assert "Blocked: " in out.getvalue()
-    assert address in out.getvalue()
+    assert_names_the_target(out.getvalue(), form)
 
 
 def test_the_api_test_send_of_a_settings_endpoint_is_blocked_at_connect(guard, staff_client):
@@ -235,7 +272,7 @@ def test_the_api_test_send_of_a_settings_endpoint_is_blocked_at_connect(guard, s
 
     assert guard.attempts == []
     assert response.status_code == 200
-    assert response.json()["error"].startswith("Blocked: rebind.test resolves to 127.0.0.1")
+    assert response.json()["error"].startswith("Blocked: rebind.test resolves to a loopback")
 
 
 def test_an_allowed_network_is_connected_to(guard, settings):

@@ -85,8 +85,9 @@ def effective_address(address: IPAddress) -> IPAddress:
     return address
 
 
-def kind_of(address: IPAddress) -> str | None:
-    """What makes ``address`` internal (``"a private address"``), or None when it is public."""
+def kind_of(address: IPAddress, *, show_carried: bool = True) -> str | None:
+    """What makes ``address`` internal (``"a private address"``), or None when it is public.
+    ``show_carried`` names the IPv4 address an IPv6 one carries."""
     reached = effective_address(address)
     if reached.is_loopback:
         kind = "a loopback address"
@@ -104,7 +105,7 @@ def kind_of(address: IPAddress) -> str | None:
         kind = "a reserved address"
     else:
         return None
-    if reached != address:
+    if reached != address and show_carried:
         kind += f" (it carries {reached})"
     return kind
 
@@ -128,11 +129,29 @@ def refusal(host: str, address: str) -> str | None:
         return f"Blocked: {address!r} is not an IP address"
     if any(ip in network for network in networks):
         return None
-    kind = kind_of(ip)
-    if kind is None:
+    if is_public(ip):
         return None
-    subject = address if host.strip("[]") == address else f"{host} resolves to {address}, which"
-    return f"Blocked: {subject} is {kind}; {ALLOW_TARGETS_HINT}"
+    name = host.strip("[]")
+    if not _spelled_by(name, ip):
+        # An answer from DNS is not repeated: these messages reach API clients (validation
+        # errors, the attempt history), who could otherwise map internal names with them.
+        return (
+            f"Blocked: {host} resolves to {kind_of(ip, show_carried=False)}; {ALLOW_TARGETS_HINT}"
+        )
+    subject = address if name == address else f"{host} resolves to {address}, which"
+    return f"Blocked: {subject} is {kind_of(ip)}; {ALLOW_TARGETS_HINT}"
+
+
+def _spelled_by(name: str, ip: IPAddress) -> bool:
+    """Whether the host name itself says it is ``ip`` (a literal or numeric address, a
+    ``localhost`` name), so that naming the address tells nobody anything new."""
+    lowered = name.lower().rstrip(".")
+    if lowered == "localhost" or lowered.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.split("%")[0]) == ip
+    except ValueError:
+        return numeric_host(lowered) == str(ip)
 
 
 def scheme_refusal(url: str) -> str | None:
