@@ -460,14 +460,12 @@ def take_pending_events(
 
 
 def mark_fanned_out(using: str, event_ids: Sequence[str]) -> None:
+    """``take_pending_events``'s mark where one statement cannot take and mark (not on
+    PostgreSQL)."""
     if not supported(using):
         Event.objects.using(using).filter(id__in=event_ids).update(pending_fanout=False)
         return
     e = _of(Event, using)
-    if _postgres(using):
-        sql = f"UPDATE {e.table} SET {e['pending_fanout']} = %s WHERE {e['id']} = ANY(%s)"  # noqa: S608
-        _execute(using, sql, [False, list(event_ids)])
-        return
     for start in range(0, len(event_ids), 500):
         chunk = event_ids[start : start + 500]
         sql = (

@@ -145,13 +145,19 @@ def refusal(host: str, address: str) -> str | None:
 def _spelled_by(name: str, ip: IPAddress) -> bool:
     """Whether the host name itself says it is ``ip`` (a literal or numeric address, a
     ``localhost`` name), so that naming the address tells nobody anything new."""
-    lowered = name.lower().rstrip(".")
-    if lowered == "localhost" or lowered.endswith(".localhost"):
+    if is_localhost_name(name):
         return True
     try:
         return ipaddress.ip_address(name.split("%")[0]) == ip
     except ValueError:
-        return numeric_host(lowered) == str(ip)
+        return numeric_host(name.lower().rstrip(".")) == str(ip)
+
+
+def is_localhost_name(host: str) -> bool:
+    """RFC 6761: ``localhost`` and names under it are the loopback interface, whatever DNS
+    says."""
+    lowered = host.lower().rstrip(".")
+    return lowered == "localhost" or lowered.endswith(".localhost")
 
 
 def scheme_refusal(url: str) -> str | None:
@@ -208,8 +214,7 @@ def check_target_url(url: str, *, resolve_names: bool = True) -> None:
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
-        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            # RFC 6761: always the loopback interface, whatever DNS says.
+        if is_localhost_name(host):
             addresses = ["127.0.0.1", "::1"]
         elif not resolve_names:
             return
