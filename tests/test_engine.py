@@ -184,7 +184,10 @@ def test_a_rate_limit_is_kept_by_the_sends(receiver):
 
     assert tasks.run() == 8
     times = [request.received_at for request in receiver.requests]
-    assert min(later - earlier for earlier, later in itertools.pairwise(times)) > 0.07
+    # Sends go out at slots 0.1 s apart; arrivals jitter on a busy machine (one request
+    # late and the next on time made a 62 ms gap in CI), so each arrival is held to its
+    # slot counted from the first, less that jitter, not to the gap before it.
+    assert all(at - times[0] > number * 0.1 - 0.03 for number, at in enumerate(times))
     assert 7 / (times[-1] - times[0]) <= 10 * 1.1
 
 
