@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import logging
 import socket
+import threading
 
 import pytest
 import time_machine
@@ -483,6 +484,42 @@ def test_send_never_raises_on_a_malformed_url():
     result = http.send(request)
     assert result.status_code is None
     assert result.error_class
+
+
+def test_submit_all_answers_every_request_and_a_cancelled_one_stops(receiver):
+    """One hand-over starts them all; cancelling a future (the engine's guard does) closes
+    that request's connection instead of leaving it to its deadline."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    closed = threading.Event()
+
+    def hang_until_closed() -> None:
+        connection, _ = listener.accept()
+        connection.settimeout(5)
+        while connection.recv(4096):  # never answers; b"" once the client closed
+            pass
+        closed.set()
+        connection.close()
+
+    threading.Thread(target=hang_until_closed, daemon=True).start()
+    hanging_url = f"http://127.0.0.1:{listener.getsockname()[1]}/hang"
+    requests = [
+        (http.OutgoingRequest("POST", f"{receiver.url}?n={n}", {}, b"{}", 5.0), None)
+        for n in range(3)
+    ]
+    requests.append((http.OutgoingRequest("POST", hanging_url, {}, b"{}", 30.0), None))
+
+    *answered, hanging = http.submit_all(requests)
+    assert [future.result(timeout=5).status_code for future in answered] == [200, 200, 200]
+    assert sorted(request.path for request in receiver.requests) == [
+        "/hook?n=0",
+        "/hook?n=1",
+        "/hook?n=2",
+    ]
+    assert not hanging.done()
+    assert hanging.cancel()
+    assert closed.wait(timeout=5)  # long before its 30 s deadline
+    listener.close()
 
 
 def test_a_row_that_cannot_be_attempted_still_reaches_an_outcome(webhook, receiver):

@@ -329,7 +329,7 @@ def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_run(webhook, mo
     webhook.save()
     monkeypatch.setattr(http, "GUARD_SECONDS", 0.2)
     monkeypatch.setattr(
-        http, "submit", lambda request, not_before=None: concurrent.futures.Future()
+        http, "submit_all", lambda requests: [concurrent.futures.Future() for _ in requests]
     )
     ArticleFactory()
 

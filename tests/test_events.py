@@ -509,3 +509,32 @@ def test_a_change_this_process_did_not_make_is_seen_when_its_copy_expires(settin
     time.sleep(0.4)
     ArticleFactory()
     assert Event.objects.count() == 1
+
+
+def test_a_fan_out_reads_the_webhooks_as_they_are_then(hook):
+    """The worker's read of the receiving webhooks is compiled once (statements.instances)
+    but runs every time: a change sent by no signal (QuerySet.update, another process)
+    shapes the next fan-out, and the webhooks come back as the ORM builds them."""
+    from webhooks_app import subscriptions
+
+    other = WebhookFactory(events=["update"], headers={"X-Team": "blue"})
+    read = subscriptions.receiving_webhooks("default")
+    expected = list(Webhook.objects.receiving().order_by("id"))
+    assert [w.pk for w in read] == [w.pk for w in expected] == [hook.pk, other.pk]
+    for got, want in zip(read, expected, strict=True):
+        assert got.__dict__.keys() == want.__dict__.keys()
+        assert {k: v for k, v in got.__dict__.items() if k != "_state"} == {
+            k: v for k, v in want.__dict__.items() if k != "_state"
+        }
+        assert got.secret  # decrypted, as the ORM gives it
+        assert got.secret == want.secret
+        assert got._state.db == "default"
+        assert not got._state.adding
+
+    ArticleFactory()
+    Webhook.objects.filter(pk=hook.pk).update(is_active=False, disabled_reason="Paused")
+    Webhook.objects.filter(pk=other.pk).update(events=["create"])
+    fan_out()
+    rows = {row.webhook_id: row for row in Delivery.objects.all()}
+    assert rows[hook.pk].status == "skipped"
+    assert rows[other.pk].status == "pending"

@@ -33,6 +33,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import util as multiprocessing_util
 
@@ -314,38 +315,48 @@ class Run:
             return 0
         self.last_claim_found = bool(claimed)
         self._forget_disabled()
-        for item in claimed:
-            self._send(item)
+        self._send(claimed)
         # The claim wrote the last outcomes; their notices go out now that the new rows are
         # on their way (a slow mail server must not hold rows past their lease).
         self.recorder.announce()
         return len(claimed)
 
-    def _send(self, item: claims.Claimed) -> None:
-        pk = item.delivery.pk
-        try:
-            request = delivery.build_request(item.webhook, item.delivery.event_id, item.body)
-        except Exception as exc:
-            # A row that cannot even be attempted (a malformed webhook, a broken setting)
-            # must still reach an outcome, or it would come back and fail for ever.
-            logger.exception("could not build the request of delivery %s", pk)
-            self.recorder.add_result(item.delivery, item.webhook, None, exc)
+    def _send(self, claimed: Sequence[claims.Claimed]) -> None:
+        """Sign the claimed rows and hand their requests to the HTTP loop together."""
+        ready: list[tuple[claims.Claimed, OutgoingRequest, float]] = []
+        for item in claimed:
+            try:
+                request = delivery.build_request(item.webhook, item.delivery.event_id, item.body)
+            except Exception as exc:
+                # A row that cannot even be attempted (a malformed webhook, a broken setting)
+                # must still reach an outcome, or it would come back and fail for ever.
+                logger.exception("could not build the request of delivery %s", item.delivery.pk)
+                self.recorder.add_result(item.delivery, item.webhook, None, exc)
+                continue
+            wait = 0.0
+            if item.send_at is not None:
+                wait = max(0.0, (item.send_at - timezone.now()).total_seconds())
+            ready.append((item, request, wait))
+        if not ready:
             return
-        not_before = None
-        wait = 0.0
-        if item.send_at is not None:
-            wait = max(0.0, (item.send_at - timezone.now()).total_seconds())
-            not_before = time.monotonic() + wait
-        future = http.submit(request, not_before=not_before)
-        starts_at = time.monotonic() + wait
-        guard_at = starts_at + request.timeout + http.GUARD_SECONDS
-        self.in_flight[pk] = _InFlight(item, request, future, guard_at, starts_at)
+        now = time.monotonic()
+        futures = http.submit_all(
+            [
+                (request, now + wait if item.send_at is not None else None)
+                for item, request, wait in ready
+            ]
+        )
         done = self.done
+        for (item, request, wait), future in zip(ready, futures, strict=True):
+            pk = item.delivery.pk
+            starts_at = now + wait
+            guard_at = starts_at + request.timeout + http.GUARD_SECONDS
+            self.in_flight[pk] = _InFlight(item, request, future, guard_at, starts_at)
 
-        def finished(_: concurrent.futures.Future[AttemptResult], pk: int = pk) -> None:
-            done.put(pk)
+            def finished(_: concurrent.futures.Future[AttemptResult], pk: int = pk) -> None:
+                done.put(pk)
 
-        future.add_done_callback(finished)
+            future.add_done_callback(finished)
 
     # --- collecting and recording ------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from webhooks_app import sync
+from webhooks_app import statements, sync
 from webhooks_app.conf import app_settings
 from webhooks_app.models import Webhook
 
@@ -63,10 +63,15 @@ def active_webhooks(using: str) -> list[Webhook]:
     return list(Webhook.objects.using(using).active().order_by("id"))
 
 
+def _receiving(using: str) -> Any:
+    return Webhook.objects.using(using).receiving().order_by("id")
+
+
 def receiving_webhooks(using: str) -> list[Webhook]:
     """The webhooks an event makes deliveries for now (``Webhook.objects.receiving()``):
-    the active ones, and disabled ones, whose deliveries are created skipped."""
-    return list(Webhook.objects.using(using).receiving().order_by("id"))
+    the active ones, and disabled ones, whose deliveries are created skipped. Read in
+    every claim that fans out, so the SQL is compiled once (``statements.instances``)."""
+    return cast(list[Webhook], statements.instances("receiving webhooks", using, _receiving))
 
 
 def subscribed_webhooks(event_name: str, model_name: str, *, using: str) -> list[Webhook]:
