@@ -4,8 +4,10 @@ import datetime
 import hashlib
 import hmac
 import logging
+import queue
 import socket
 import threading
+import time
 
 import pytest
 import time_machine
@@ -486,9 +488,10 @@ def test_send_never_raises_on_a_malformed_url():
     assert result.error_class
 
 
-def test_submit_all_answers_every_request_and_a_cancelled_one_stops(receiver):
-    """One hand-over starts them all; cancelling a future (the engine's guard does) closes
-    that request's connection instead of leaving it to its deadline."""
+def test_submit_all_reports_every_request_and_a_cancelled_one_stops(receiver):
+    """One hand-over starts them all, each outcome reaches the callback once; cancelling
+    one (the engine's guard does) closes its connection instead of leaving it to its
+    deadline, and it is not reported."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5)
     closed = threading.Event()
@@ -508,18 +511,39 @@ def test_submit_all_answers_every_request_and_a_cancelled_one_stops(receiver):
         for n in range(3)
     ]
     requests.append((http.OutgoingRequest("POST", hanging_url, {}, b"{}", 30.0), None))
+    reported: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
 
-    *answered, hanging = http.submit_all(requests)
-    assert [future.result(timeout=5).status_code for future in answered] == [200, 200, 200]
+    handles = http.submit_all(requests, lambda index, outcome: reported.put((index, outcome)))
+    answered = sorted(reported.get(timeout=5) for _ in range(3))
+    assert [index for index, _ in answered] == [0, 1, 2]
+    assert [outcome.status_code for _, outcome in answered] == [200, 200, 200]
     assert sorted(request.path for request in receiver.requests) == [
         "/hook?n=0",
         "/hook?n=1",
         "/hook?n=2",
     ]
-    assert not hanging.done()
-    assert hanging.cancel()
+    handles[3].cancel()
     assert closed.wait(timeout=5)  # long before its 30 s deadline
+    time.sleep(0.2)
+    assert reported.empty()  # a cancelled request is not reported
     listener.close()
+
+
+def test_a_request_cancelled_before_the_loop_starts_it_is_never_sent(receiver):
+    started = threading.Event()
+    release = threading.Event()
+    loop = http.transport().loop
+    # Hold the loop's thread so that the cancel lands before submit_all's hand-over runs.
+    loop.call_soon_threadsafe(lambda: (started.set(), release.wait(5)))
+    assert started.wait(5)
+    request = http.OutgoingRequest("POST", receiver.url, {}, b"{}", 5.0)
+    reported = []
+    (handle,) = http.submit_all([(request, None)], lambda index, outcome: reported.append(outcome))
+    handle.cancel()
+    release.set()
+    time.sleep(0.3)
+    assert reported == []
+    assert receiver.requests == []
 
 
 def test_a_row_that_cannot_be_attempted_still_reaches_an_outcome(webhook, receiver):

@@ -4,7 +4,7 @@ Runs are started the way a worker starts them (``tasks.run``, inline in the suit
 real servers on 127.0.0.1: the suite's receiver and the misbehaving ones in tests/hostile.py.
 """
 
-import concurrent.futures
+import asyncio
 import datetime
 import itertools
 import threading
@@ -18,7 +18,7 @@ from django.utils import timezone
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.hostile import HostileReceiver
 from tests.receiver import Response
-from webhooks_app import claims, engine, http, sql, tasks
+from webhooks_app import claims, delivery, engine, http, sql, tasks
 from webhooks_app.models import (
     DECLARED_INACTIVE_REASON,
     Delivery,
@@ -247,7 +247,8 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     run.recorder.add_result(item.delivery, item.webhook, None, RuntimeError("unsendable"))
     now = run.recorder.first_added_at  # the clock the flush reads, however slow this machine
     assert now is not None
-    out = engine._InFlight(item, None, concurrent.futures.Future(), now + 5, starts_at=now)
+    started = http.Started(asyncio.new_event_loop())
+    out = engine._InFlight(item, None, started, object(), now + 5, starts_at=now)
     run.in_flight[0] = out
 
     assert run._should_flush(now, claiming=True) is False  # another may join it
@@ -328,8 +329,9 @@ def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_run(webhook, mo
     webhook.timeout = 0.1
     webhook.save()
     monkeypatch.setattr(http, "GUARD_SECONDS", 0.2)
-    monkeypatch.setattr(
-        http, "submit_all", lambda requests: [concurrent.futures.Future() for _ in requests]
+    loop = asyncio.new_event_loop()
+    monkeypatch.setattr(  # a loop that never runs the requests, nor reports on them
+        http, "submit_all", lambda requests, on_done: [http.Started(loop) for _ in requests]
     )
     ArticleFactory()
 
@@ -527,3 +529,80 @@ def test_taking_pending_events_marks_the_oldest_and_a_rollback_leaves_them_pendi
     assert list(Event.objects.filter(pending_fanout=True).values_list("id", flat=True)) == [
         "evt_take_3"
     ]
+
+
+def _answered(status):
+    return http.AttemptResult(started_at=timezone.now(), duration_ms=3, status_code=status)
+
+
+def _request(item):
+    return http.OutgoingRequest("POST", item.webhook.url, {}, b"{}", 5.0)
+
+
+def test_a_claim_counts_its_own_unwritten_successes_free_and_leaves_them_to_write(
+    statements,
+):
+    """Slots held by requests that came back with a success are free to the run that holds
+    them before their outcomes are written (the write then overlaps the next requests);
+    every other worker still counts the rows, which stay leased until written."""
+    WebhookFactory(max_in_flight=2)
+    ArticleFactory.create_batch(4)
+    recorder = delivery.Recorder("a-worker")
+    first = claim("a-worker")
+    assert len(first) == 2
+    for item in first:
+        recorder.add_result(item.delivery, item.webhook, _request(item), _answered(200))
+
+    second = claim("a-worker", recorder=recorder)
+    assert len(second) == 2  # the two successes' slots, counted free
+    assert len(recorder) == 2  # not written by the claim
+    assert Delivery.objects.filter(lease_token="a-worker").count() == 4
+    ArticleFactory()
+    assert claim("another-worker") == []  # four leased rows: the endpoint is full to it
+
+    recorder.flush()
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+    assert set(Delivery.objects.filter(lease_token="a-worker").values_list("pk", flat=True)) == {
+        item.delivery.pk for item in second
+    }
+
+
+def test_a_claim_writes_a_failure_first_and_takes_only_what_is_then_free(statements):
+    WebhookFactory(max_in_flight=2, retries=3)
+    ArticleFactory.create_batch(4)
+    recorder = delivery.Recorder("a-worker")
+    first = claim("a-worker")
+    recorder.add_result(first[0].delivery, first[0].webhook, _request(first[0]), _answered(200))
+    recorder.add_result(first[1].delivery, first[1].webhook, _request(first[1]), _answered(500))
+
+    second = claim("a-worker", recorder=recorder)
+    assert len(recorder) == 0  # written in the claim's transaction
+    statuses = dict(
+        Delivery.objects.filter(pk__in=[i.delivery.pk for i in first]).values_list("pk", "status")
+    )
+    assert sorted(statuses.values()) == ["pending", "succeeded"]
+    # The retry waits for its time; both slots are free again: two first attempts went.
+    assert len(second) == 2
+    assert {item.delivery.pk for item in second}.isdisjoint(statuses)
+
+
+def test_outcomes_whose_write_failed_are_written_first_by_the_next_claim(monkeypatch):
+    WebhookFactory(max_in_flight=2)
+    ArticleFactory.create_batch(4)
+    recorder = delivery.Recorder("a-worker")
+    first = claim("a-worker")
+    for item in first:
+        recorder.add_result(item.delivery, item.webhook, _request(item), _answered(200))
+    original = sql.write_outcomes
+    monkeypatch.setattr(
+        sql, "write_outcomes", lambda *args: (_ for _ in ()).throw(RuntimeError("gone"))
+    )
+    with pytest.raises(RuntimeError):
+        recorder.flush()
+    assert recorder.slots_of_successes() is None  # not counted free again
+
+    monkeypatch.setattr(sql, "write_outcomes", original)
+    second = claim("a-worker", recorder=recorder)
+    assert len(recorder) == 0
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+    assert len(second) == 2

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,8 +135,11 @@ def claim(
     it every ``SUBSCRIPTION_CACHE_SECONDS``); webhooks missing from it are read, and when
     the claim fans events out it reads them all and refreshes the copy in place. With
     ``probe``, two indexed reads first check that anything is waiting at all. A
-    ``recorder``'s outcomes are written first, in the same transaction, so the slots they
-    held count as free.
+    ``recorder``'s outcomes free the slots their rows hold: when all of them succeeded, the
+    claim counts those slots free and leaves the outcomes in the recorder, for the caller to
+    write once the new requests are out (so that write overlaps them instead of delaying
+    them: bench/worker_path.py); any other outcome is written first, in the same
+    transaction, so the claim sees what it decides (a webhook disabled by a 410).
 
     Without ``sweep`` (and with ``webhooks``) the probe and the scans read only the queues
     of those webhooks, and the probe leaves out ``blocked`` ones (what the caller's last
@@ -148,10 +151,14 @@ def claim(
     pending_writes = recorder is not None and len(recorder) > 0
     if capacity.total <= 0 and not pending_writes:
         return []
+    slots_of_successes = None
+    if recorder is not None and capacity.total > 0:
+        slots_of_successes = recorder.slots_of_successes()
+    write_first = pending_writes and slots_of_successes is None
     # Most looks find nothing: answer those without the lock (on SQLite the lock is the
     # database's one write lock, which the writers need).
     sweep = sweep or webhooks is None
-    if probe and not pending_writes:
+    if probe and not write_first:
         only = None
         if not sweep and webhooks is not None:
             only = [
@@ -162,12 +169,13 @@ def claim(
         if not rows_waiting(timezone.now(), using=using, webhooks=only):
             return []
     with transaction.atomic(using=using):
-        if recorder is not None:
+        if write_first and recorder is not None:
             recorder.write()
         claimed: list[Claimed] = []
         if capacity.total > 0:
             sql.lock(using, CLAIM_LOCK)
             claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
+            claimer.held_by_finished = slots_of_successes or {}
             claimer.sweep = sweep
             claimed = claimer.run(fan_out_limit)
             if blocked is not None:
@@ -176,7 +184,7 @@ def claim(
             if webhooks is not None and claimer.fresh_webhooks is not None:
                 webhooks.clear()
                 webhooks.update((webhook.pk, webhook) for webhook in claimer.fresh_webhooks)
-    if recorder is not None:
+    if write_first and recorder is not None:
         recorder.after_commit()
     return claimed
 
@@ -210,6 +218,9 @@ class _Claim:
         self.retry_share_used: set[int] = set()
         self.skipped: dict[int, list[int]] = defaultdict(list)
         self.in_flight: dict[int, tuple[int, int]] = {}
+        # Slots (all lanes, retry lane) by webhook of rows still leased whose requests have
+        # ended with a success not yet written (``claim``): free, though the rows are held.
+        self.held_by_finished: Mapping[int, tuple[int, int]] = {}
         self.taken: list[Claimed] = []
         self.retry_taken = 0
 
@@ -245,6 +256,11 @@ class _Claim:
             counts[webhook_id][0] += n
             if lane == Lane.RETRY:
                 counts[webhook_id][1] += n
+        for webhook_id, (total, retry) in self.held_by_finished.items():
+            if webhook_id in counts:
+                counted = counts[webhook_id]
+                counted[0] = max(0, counted[0] - total)
+                counted[1] = max(0, counted[1] - retry)
         self.in_flight = {
             webhook_id: (total, retry) for webhook_id, (total, retry) in counts.items()
         }

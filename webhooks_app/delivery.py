@@ -276,6 +276,11 @@ class Recorder:
         # The last failure per webhook in this batch, for a disable reason.
         self.last_errors: dict[int, str] = {}
         self.first_added_at: float | None = None
+        # Per webhook, the endpoint slots (all lanes, retry lane) the attempted rows of these
+        # outcomes hold until they are written, and whether every one of them succeeded.
+        self.slots_held: dict[int, list[int]] = {}
+        self.all_succeeded = True
+        self.write_failed = False
         self.recorded = 0
         # Webhooks this recorder disabled (a 410), so the sender stops claiming for them.
         self.disabled_since_start: set[int] = set()
@@ -297,6 +302,7 @@ class Recorder:
         result: AttemptResult | Exception,
     ) -> None:
         """One finished attempt (or the exception that kept it from being made)."""
+        lane = delivery.lane  # the lane it was claimed in, which its leased row still shows
         if isinstance(result, Exception) or request is None:
             error = result if isinstance(result, Exception) else RuntimeError("no request")
             attempt = unattemptable(delivery, webhook, error)
@@ -314,11 +320,29 @@ class Recorder:
             self.webhook_results.setdefault(delivery.webhook_id, []).append(ok)
             if not ok:
                 self.last_errors[delivery.webhook_id] = attempt_summary(attempt)
+        held = self.slots_held.setdefault(delivery.webhook_id, [0, 0])
+        held[0] += 1
+        if lane == Lane.RETRY:
+            held[1] += 1
+        if attempt.outcome != DeliveryAttempt.Outcome.SUCCEEDED:
+            self.all_succeeded = False
         self._add(delivery)
 
     def add_skipped(self, delivery: Delivery, reason: str) -> None:
         settle(delivery, DeliveryStatus.SKIPPED, f"Skipped: {reason}")
+        self.all_succeeded = False
         self._add(delivery)
+
+    def slots_of_successes(self) -> dict[int, tuple[int, int]] | None:
+        """The endpoint slots (all lanes, retry lane) by webhook that these unwritten
+        outcomes' rows still hold, when every one of them is a success: a claim may count
+        those slots free and leave the outcomes to be written after it (the engine writes
+        them while the claim's requests are out). None when there is nothing, or anything
+        else (a failure, a 410, a skip): those are written first, so the claim sees what
+        they decide (a webhook disabled, a failure policy's verdict)."""
+        if not self.deliveries or not self.all_succeeded or self.write_failed:
+            return None
+        return {webhook_id: (held[0], held[1]) for webhook_id, held in self.slots_held.items()}
 
     def _add(self, delivery: Delivery) -> None:
         if self.first_added_at is None:
@@ -329,8 +353,14 @@ class Recorder:
         """Write what was collected in one transaction; returns how many rows."""
         if not self.deliveries:
             return 0
-        with transaction.atomic(using=self.using):
-            written = self.write()
+        try:
+            with transaction.atomic(using=self.using):
+                written = self.write()
+        except BaseException:
+            # A claim must not count these free again while their write keeps failing: it
+            # writes them first, and fails before taking any row if the write does.
+            self.write_failed = True
+            raise
         self.after_commit()
         self.announce()
         return written
@@ -371,6 +401,7 @@ class Recorder:
         self._written = None
         self.deliveries, self.attempts, self.webhook_results = [], [], {}
         self.disabled, self.last_errors = {}, {}
+        self.slots_held, self.all_succeeded, self.write_failed = {}, True, False
         self.first_added_at = None
         self.recorded += count
         disabled_now = [v.webhook_id for v in verdicts if v.kind == "disabled"]

@@ -1,7 +1,7 @@
 """The delivery engine: one worker task's run, many requests in flight.
 
 A run claims due rows (``claims.claim``), signs them and hands them to the HTTP loop
-(``http.submit``), then records what comes back (``delivery.Recorder``) and claims again as
+(``http.submit_all``), then records what comes back (``delivery.Recorder``) and claims again as
 slots free up. Database reads and writes stay on this thread and are batched; only the
 requests run concurrently, on the process's event loop. The run:
 
@@ -24,7 +24,6 @@ never held past its lease while it is being sent.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import logging
 import math
@@ -73,7 +72,10 @@ CLAIM_RETRY_SECONDS = 0.5
 class _InFlight:
     claimed: claims.Claimed
     request: OutgoingRequest
-    future: concurrent.futures.Future[AttemptResult]
+    started: http.Started
+    # The submit_all() call that started it: an outcome reported for this row by an
+    # earlier request (ended by the guard, then sent again) is not this one's.
+    batch: object
     # Monotonic time after which the engine stops waiting and records a timeout itself.
     guard_at: float
     # Monotonic time the request goes out (after its rate-limit wait).
@@ -151,7 +153,10 @@ class Run:
         self.retry_slots = math.floor(self.max_in_flight * float(app_settings.RETRY_SHARE))
         self.recorder = delivery.Recorder(self.token, using=using)
         self.in_flight: dict[int, _InFlight] = {}
-        self.done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # (delivery id, submit_all() call, outcome) of each request as it ends.
+        self.done: queue.SimpleQueue[tuple[int, object, AttemptResult | BaseException]] = (
+            queue.SimpleQueue()
+        )
         self.stopped_early = False
         self.webhooks: dict[int, Webhook] = {}
         self.webhooks_read_at = -math.inf
@@ -316,10 +321,23 @@ class Run:
         self.last_claim_found = bool(claimed)
         self._forget_disabled()
         self._send(claimed)
-        # The claim wrote the last outcomes; their notices go out now that the new rows are
-        # on their way (a slow mail server must not hold rows past their lease).
+        if len(self.recorder):
+            # Successes the claim counted free without writing them: written now, while
+            # the new requests are out.
+            self._write_outcomes()
+        # The claim (or the write above) wrote the last outcomes; their notices go out now
+        # that the new rows are on their way (a slow mail server must not hold rows past
+        # their lease).
         self.recorder.announce()
         return len(claimed)
+
+    def _write_outcomes(self) -> None:
+        try:
+            self.recorder.flush()
+        except Exception:
+            # Kept in the recorder (their rows stay leased): the next claim writes them first.
+            logger.exception("writing outcomes failed; trying again shortly")
+            self.claim_again_at = time.monotonic() + CLAIM_RETRY_SECONDS
 
     def _send(self, claimed: Sequence[claims.Claimed]) -> None:
         """Sign the claimed rows and hand their requests to the HTTP loop together."""
@@ -340,43 +358,48 @@ class Run:
         if not ready:
             return
         now = time.monotonic()
-        futures = http.submit_all(
+        pks = [item.delivery.pk for item, _, _ in ready]
+        batch = object()
+        done = self.done
+
+        def finished(index: int, outcome: AttemptResult | BaseException) -> None:
+            done.put((pks[index], batch, outcome))
+
+        handles = http.submit_all(
             [
                 (request, now + wait if item.send_at is not None else None)
                 for item, request, wait in ready
-            ]
+            ],
+            finished,
         )
-        done = self.done
-        for (item, request, wait), future in zip(ready, futures, strict=True):
-            pk = item.delivery.pk
+        for (item, request, wait), started in zip(ready, handles, strict=True):
             starts_at = now + wait
             guard_at = starts_at + request.timeout + http.GUARD_SECONDS
-            self.in_flight[pk] = _InFlight(item, request, future, guard_at, starts_at)
-
-            def finished(_: concurrent.futures.Future[AttemptResult], pk: int = pk) -> None:
-                done.put(pk)
-
-            future.add_done_callback(finished)
+            self.in_flight[item.delivery.pk] = _InFlight(
+                item, request, started, batch, guard_at, starts_at
+            )
 
     # --- collecting and recording ------------------------------------------------------------
 
     def _collect(self) -> None:
         while True:
             try:
-                pk = self.done.get_nowait()
+                ended = self.done.get_nowait()
             except queue.Empty:
                 return
-            self._finish(pk)
+            self._finish(*ended)
 
-    def _finish(self, pk: int) -> None:
-        entry = self.in_flight.pop(pk, None)
-        if entry is None:
+    def _finish(self, pk: int, batch: object, outcome: AttemptResult | BaseException) -> None:
+        entry = self.in_flight.get(pk)
+        if entry is None or entry.batch is not batch:
             return  # already recorded by the guard
+        del self.in_flight[pk]
         self.blocked.discard(entry.claimed.webhook.pk)
-        try:
-            result: AttemptResult | Exception = entry.future.result(timeout=0)
-        except Exception as exc:
-            result = exc
+        result: AttemptResult | Exception
+        if isinstance(outcome, (AttemptResult, Exception)):
+            result = outcome
+        else:  # a BaseException that escaped the attempt: still an outcome to record
+            result = RuntimeError(f"the attempt ended with {outcome!r}")
         self.recorder.add_result(
             entry.claimed.delivery, entry.claimed.webhook, entry.request, result
         )
@@ -386,7 +409,7 @@ class Run:
         late = [pk for pk, entry in self.in_flight.items() if now >= entry.guard_at]
         for pk in late:
             entry = self.in_flight.pop(pk)
-            entry.future.cancel()
+            entry.started.cancel()
             self.blocked.discard(entry.claimed.webhook.pk)
             result = AttemptResult(
                 started_at=timezone.now(),
@@ -432,7 +455,7 @@ class Run:
             return
         timeout = max(0.0, until - now)
         try:
-            pk = self.done.get(timeout=timeout) if timeout > 0 else self.done.get_nowait()
+            ended = self.done.get(timeout=timeout) if timeout > 0 else self.done.get_nowait()
         except queue.Empty:
             return
-        self._finish(pk)
+        self._finish(*ended)

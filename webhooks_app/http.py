@@ -2,7 +2,7 @@
 
 Requests run on one asyncio event loop per process, on a daemon thread, over one aiohttp
 session whose connector keeps a pool of kept-alive connections per endpoint. Callers stay
-synchronous: ``submit_all()`` returns a ``concurrent.futures.Future`` per request (the
+synchronous: ``submit_all()`` starts requests and reports each outcome to a callback (the
 delivery engine keeps hundreds in flight from its own thread, handing each claim's requests
 to the loop at once), ``send()`` waits for one (test sends, commands).
 aiohttp was chosen by measurement (bench/http_clients.py, docs/benchmarks.md): under
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import datetime
 import functools
@@ -30,7 +29,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -195,29 +194,31 @@ class Transport:
         )
 
     def submit_all(
-        self, requests: Sequence[tuple[OutgoingRequest, float | None]]
-    ) -> list[concurrent.futures.Future[AttemptResult]]:
+        self, requests: Sequence[tuple[OutgoingRequest, float | None]], on_done: OnDone
+    ) -> list[Started]:
         """Start each request (at ``time.monotonic() >= not_before`` when one is given),
-        all in one hand-over to the loop's thread.
+        all in one hand-over to the loop's thread; ``on_done(index, outcome)`` is called on
+        that thread as each ends, unless it was cancelled.
 
         ``asyncio.run_coroutine_threadsafe`` per request woke the loop's thread (a write to
-        its self-pipe) and switched threads once per request: ~6 % of a worker's thread
-        (py-spy, bench/worker_path.py). A future cancelled by the caller cancels its
-        request, as with ``run_coroutine_threadsafe``."""
-        futures: list[concurrent.futures.Future[AttemptResult]] = [
-            concurrent.futures.Future() for _ in requests
-        ]
+        its self-pipe) and switched threads once per request, and the
+        ``concurrent.futures.Future`` each one returns (a ``Condition``, its lock and
+        callbacks) was ~6 % of a worker's time holding the GIL (py-spy --gil,
+        bench/worker_path.py). The handles returned only cancel."""
+        handles = [Started(self.loop) for _ in requests]
 
         def start() -> None:
-            for (request, not_before), future in zip(requests, futures, strict=True):
-                if future.cancelled():
+            for index, ((request, not_before), handle) in enumerate(
+                zip(requests, handles, strict=True)
+            ):
+                if handle.cancelled:
                     continue
                 task = self.loop.create_task(self._attempt(request, not_before))
-                task.add_done_callback(functools.partial(_settle_future, future))
-                future.add_done_callback(functools.partial(_cancel_task, self.loop, task))
+                task.add_done_callback(functools.partial(_report, on_done, index))
+                handle.attach(task)
 
         self.loop.call_soon_threadsafe(start)
-        return futures
+        return handles
 
     async def _attempt(self, request: OutgoingRequest, not_before: float | None) -> AttemptResult:
         if not_before is not None:
@@ -287,31 +288,41 @@ class Transport:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def _settle_future(
-    future: concurrent.futures.Future[AttemptResult], task: asyncio.Task[AttemptResult]
-) -> None:
-    """Pass a finished task's outcome to the caller's future (on the loop's thread)."""
+# Called on the loop's thread with the request's index and its outcome: the result, or the
+# exception that escaped the attempt (none should: _attempt records every failure).
+OnDone = Callable[[int, "AttemptResult | BaseException"], None]
+
+
+class Started:
+    """A request handed to the loop (``submit_all``); ``cancel()`` stops it, from any thread,
+    and its ``on_done`` is then not called."""
+
+    __slots__ = ("cancelled", "loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[AttemptResult] | None = None
+        self.cancelled = False
+
+    def attach(self, task: asyncio.Task[AttemptResult]) -> None:
+        """On the loop's thread, once the request's task exists."""
+        self.task = task
+        if self.cancelled:  # cancelled while it was being started
+            task.cancel()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has been closed
+                self.loop.call_soon_threadsafe(task.cancel)
+
+
+def _report(on_done: OnDone, index: int, task: asyncio.Task[AttemptResult]) -> None:
     if task.cancelled():
-        future.cancel()
         return
-    if not future.set_running_or_notify_cancel():
-        return  # the caller cancelled it meanwhile
     error = task.exception()
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(task.result())
-
-
-def _cancel_task(
-    loop: asyncio.AbstractEventLoop,
-    task: asyncio.Task[AttemptResult],
-    future: concurrent.futures.Future[AttemptResult],
-) -> None:
-    """A future the caller cancelled (the engine's guard) stops its request."""
-    if future.cancelled():
-        with contextlib.suppress(RuntimeError):  # the loop has been closed
-            loop.call_soon_threadsafe(task.cancel)
+    on_done(index, error if error is not None else task.result())
 
 
 def _check_literal_target(url: str) -> None:
@@ -449,33 +460,43 @@ def transport() -> Transport:
 
 
 def submit_all(
-    requests: Sequence[tuple[OutgoingRequest, float | None]],
-) -> list[concurrent.futures.Future[AttemptResult]]:
-    """Start these requests, each not before its monotonic time when one is given."""
-    return transport().submit_all(requests)
-
-
-def submit(
-    request: OutgoingRequest, *, not_before: float | None = None
-) -> concurrent.futures.Future[AttemptResult]:
-    return submit_all([(request, not_before)])[0]
+    requests: Sequence[tuple[OutgoingRequest, float | None]], on_done: OnDone
+) -> list[Started]:
+    """Start these requests, each not before its monotonic time when one is given; see
+    ``Transport.submit_all``."""
+    return transport().submit_all(requests, on_done)
 
 
 def send(request: OutgoingRequest) -> AttemptResult:
     """Make one request and wait for its result; never raises."""
     started_at = timezone.now()
-    future = submit(request)
-    try:
-        # The attempt ends on its own deadline; this only guards against a stalled loop.
-        return future.result(timeout=request.timeout + GUARD_SECONDS)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
+    outcome: list[AttemptResult | BaseException] = []
+    ended = threading.Event()
+
+    def finished(_: int, result: AttemptResult | BaseException) -> None:
+        outcome.append(result)
+        ended.set()
+
+    (started,) = submit_all([(request, None)], finished)
+    # The attempt ends on its own deadline; this only guards against a stalled loop.
+    if ended.wait(timeout=request.timeout + GUARD_SECONDS):
+        result = outcome[0]
+        if isinstance(result, AttemptResult):
+            return result
+        error_class, message = describe_error(result, request, "sending the request")
         return AttemptResult(
             started_at=started_at,
             duration_ms=int((timezone.now() - started_at).total_seconds() * 1000),
-            error_class="Timeout",
-            error_message=f"Timed out after {request.timeout:g} s (no answer from the sender loop)",
+            error_class=error_class,
+            error_message=message,
         )
+    started.cancel()
+    return AttemptResult(
+        started_at=started_at,
+        duration_ms=int((timezone.now() - started_at).total_seconds() * 1000),
+        error_class="Timeout",
+        error_message=f"Timed out after {request.timeout:g} s (no answer from the sender loop)",
+    )
 
 
 @atexit.register
