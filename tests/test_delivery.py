@@ -494,10 +494,12 @@ def test_submit_all_reports_every_request_and_a_cancelled_one_stops(receiver):
     deadline, and it is not reported."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5)
+    accepted = threading.Event()
     closed = threading.Event()
 
     def hang_until_closed() -> None:
         connection, _ = listener.accept()
+        accepted.set()
         connection.settimeout(5)
         while connection.recv(4096):  # never answers; b"" once the client closed
             pass
@@ -522,11 +524,14 @@ def test_submit_all_reports_every_request_and_a_cancelled_one_stops(receiver):
         "/hook?n=1",
         "/hook?n=2",
     ]
-    handles[3].cancel()
-    assert closed.wait(timeout=5)  # long before its 30 s deadline
-    time.sleep(0.2)
-    assert reported.empty()  # a cancelled request is not reported
-    listener.close()
+    try:
+        assert accepted.wait(timeout=5)
+        handles[3].cancel()
+        assert closed.wait(timeout=5)  # long before its 30 s deadline
+        time.sleep(0.2)
+        assert reported.empty()  # a cancelled request is not reported
+    finally:
+        listener.close()
 
 
 def test_a_request_cancelled_before_the_loop_starts_it_is_never_sent(receiver):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import time_machine
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
@@ -247,8 +247,9 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     run.recorder.add_result(item.delivery, item.webhook, None, RuntimeError("unsendable"))
     now = run.recorder.first_added_at  # the clock the flush reads, however slow this machine
     assert now is not None
-    started = http.Started(asyncio.new_event_loop())
-    out = engine._InFlight(item, None, started, object(), now + 5, starts_at=now)
+    loop = asyncio.new_event_loop()
+    loop.close()  # never runs: the request is only counted
+    out = engine._InFlight(item, None, http.Started(loop), object(), now + 5, starts_at=now)
     run.in_flight[0] = out
 
     assert run._should_flush(now, claiming=True) is False  # another may join it
@@ -335,7 +336,10 @@ def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_run(webhook, mo
     )
     ArticleFactory()
 
-    assert tasks.run() == 1
+    try:
+        assert tasks.run() == 1
+    finally:
+        loop.close()
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_class == "Timeout"
     assert "the sender gave up" in attempt.error_message
@@ -606,3 +610,39 @@ def test_outcomes_whose_write_failed_are_written_first_by_the_next_claim(monkeyp
     assert len(recorder) == 0
     assert Delivery.objects.filter(status="succeeded").count() == 2
     assert len(second) == 2
+
+
+def _credited_run(holder_cap=2):
+    """A run holding two ended successes of a webhook at its cap, not yet written."""
+    WebhookFactory(max_in_flight=holder_cap)
+    ArticleFactory.create_batch(4)
+    run = engine.Run(budget=5, linger=0)
+    first = claim(run.token)
+    for item in first:
+        run.recorder.add_result(item.delivery, item.webhook, _request(item), _answered(200))
+    return run
+
+
+def test_a_run_writes_the_successes_it_counted_free_even_if_the_hand_over_fails(monkeypatch):
+    run = _credited_run()
+
+    def refuse(requests, on_done):
+        raise RuntimeError("the loop is gone")
+
+    monkeypatch.setattr(http, "submit_all", refuse)
+    with pytest.raises(RuntimeError):
+        run._claim()
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+    assert len(run.recorder) == 0
+
+
+def test_a_failed_claim_writes_the_successes_it_counted_free_at_once(monkeypatch):
+    run = _credited_run()
+
+    def lock_timeout(*args):
+        raise DatabaseError("canceling statement due to lock timeout")
+
+    monkeypatch.setattr(sql, "lock", lock_timeout)
+    assert run._claim() == 0
+    assert Delivery.objects.filter(status="succeeded").count() == 2
+    assert len(run.recorder) == 0

@@ -4,9 +4,11 @@ Every claim runs in one transaction that starts by locking one row (``sql.lock``
 of one Lease row), so claims from all workers and clusters take turns. That makes three
 limits exact across processes, with the database as the only coordinator:
 
-* **Requests in flight per endpoint.** A leased row is a request in flight (or about to be);
-  a claim counts them per webhook and takes no more than the webhook's
-  ``effective_max_in_flight`` allows.
+* **Requests in flight per endpoint.** A leased row is a request in flight (or about to be,
+  or one that has just ended and awaits its outcome's write); a claim counts them per
+  webhook and takes no more than the webhook's ``effective_max_in_flight`` allows. The
+  claiming run alone may count its own ended successes free (``claim``): it knows they are
+  no longer at the receiver; every other worker counts them until they are written.
 * **Rate limits.** A rate-limited webhook's next free send slot lives in ``RateLimitState``;
   a claim hands out the slots of the next ``RATE_HORIZON_SECONDS`` and moves it on. Rows
   over the limit are simply not claimed: they wait, due, and are never failed for it.
@@ -139,7 +141,8 @@ def claim(
     claim counts those slots free and leaves the outcomes in the recorder, for the caller to
     write once the new requests are out (so that write overlaps them instead of delaying
     them: bench/worker_path.py); any other outcome is written first, in the same
-    transaction, so the claim sees what it decides (a webhook disabled by a 410).
+    transaction, so its verdicts (a webhook disabled by a 410, the failure policy's) are
+    in the database before rows are taken.
 
     Without ``sweep`` (and with ``webhooks``) the probe and the scans read only the queues
     of those webhooks, and the probe leaves out ``blocked`` ones (what the caller's last

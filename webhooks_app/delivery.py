@@ -366,9 +366,10 @@ class Recorder:
         return written
 
     def write(self) -> int:
-        """Write what was collected, in the caller's transaction (a claim writes the last
-        outcomes first, so the slots they held count as free); call ``after_commit()`` once
-        it committed. Returns how many rows."""
+        """Write what was collected, in the caller's transaction (a claim writes outcomes
+        that are not all successes first, so the slots they held count as free and it sees
+        what they decide); call ``after_commit()`` once it committed. Returns how many
+        rows."""
         self._written = None
         if not self.deliveries:
             return 0

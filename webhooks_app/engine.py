@@ -56,7 +56,8 @@ POLL_SECONDS = 0.02
 # due row, for rows of webhooks the run's copy does not know.
 SWEEP_SECONDS = 1.0
 # Outcomes are written when this many are waiting, or when the oldest has waited this long
-# (a row's slot at its endpoint is only free again once its outcome is written).
+# (a row's slot at its endpoint is free again once its outcome is written, or, to the run
+# holding it, once its request has ended in a success: see claims.claim).
 FLUSH_ROWS = 100
 FLUSH_SECONDS = 0.02
 # A request out this long is not expected back within FLUSH_SECONDS: outcomes waiting for
@@ -199,7 +200,8 @@ class Run:
                 and not backing_off
                 and (now >= next_claim_at or flush_due)
             ):
-                # A claim writes the outcomes waiting first, in its own transaction.
+                # A claim writes the outcomes waiting first, in its own transaction, unless
+                # all are successes: then they are written once the new requests are out.
                 last_claim_at = now
                 free = self._free()
                 found = self._claim()
@@ -317,14 +319,21 @@ class Run:
             logger.exception("claiming deliveries failed; trying again shortly")
             self.last_claim_found = False
             self.claim_again_at = time.monotonic() + CLAIM_RETRY_SECONDS
+            if self.recorder.slots_of_successes() is not None:
+                # Successes the failed claim counted free: written now, not counted free
+                # again by claim after claim while their leases run down. (Other outcomes
+                # wait for the next claim, which writes them first.)
+                self._write_outcomes()
             return 0
         self.last_claim_found = bool(claimed)
         self._forget_disabled()
-        self._send(claimed)
-        if len(self.recorder):
-            # Successes the claim counted free without writing them: written now, while
-            # the new requests are out.
-            self._write_outcomes()
+        try:
+            self._send(claimed)
+        finally:
+            if len(self.recorder):
+                # Successes the claim counted free without writing them: written now, while
+                # the new requests are out (and even if handing them over failed).
+                self._write_outcomes()
         # The claim (or the write above) wrote the last outcomes; their notices go out now
         # that the new rows are on their way (a slow mail server must not hold rows past
         # their lease).
@@ -333,7 +342,7 @@ class Run:
 
     def _write_outcomes(self) -> None:
         try:
-            self.recorder.flush()
+            self._flush()
         except Exception:
             # Kept in the recorder (their rows stay leased): the next claim writes them first.
             logger.exception("writing outcomes failed; trying again shortly")
@@ -351,13 +360,19 @@ class Run:
                 logger.exception("could not build the request of delivery %s", item.delivery.pk)
                 self.recorder.add_result(item.delivery, item.webhook, None, exc)
                 continue
-            wait = 0.0
-            if item.send_at is not None:
-                wait = max(0.0, (item.send_at - timezone.now()).total_seconds())
-            ready.append((item, request, wait))
+            ready.append((item, request, 0.0))
         if not ready:
             return
-        now = time.monotonic()
+        # One reading of both clocks for the whole batch: a rate-limit slot's wait measured
+        # against one and applied from a later reading of the other would send late, and
+        # narrow the gap to the next slot.
+        wall, now = timezone.now(), time.monotonic()
+        ready = [
+            (item, request, max(0.0, (item.send_at - wall).total_seconds()))
+            if item.send_at is not None
+            else (item, request, 0.0)
+            for item, request, _ in ready
+        ]
         pks = [item.delivery.pk for item, _, _ in ready]
         batch = object()
         done = self.done

@@ -77,7 +77,9 @@ class CompiledQuery:
     For the webhooks a fan-out reads in every claim (``subscriptions.receiving_webhooks``):
     building and compiling the queryset took ~450 µs of its ~860 µs on PostgreSQL, the
     round trip ~200 µs (docs/benchmarks.md). The rows are read at every call: a change made
-    by ``QuerySet.update()``, which sends no signal, is seen by the next one."""
+    by ``QuerySet.update()``, which sends no signal, is seen by the next one. The compiler
+    (and its converters) come from the first thread's connection: they depend only on the
+    backend, which every connection to one alias shares."""
 
     def __init__(self, queryset: models.QuerySet[Any]) -> None:
         self.model = queryset.model
