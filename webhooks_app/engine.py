@@ -350,7 +350,7 @@ class Run:
 
     def _send(self, claimed: Sequence[claims.Claimed]) -> None:
         """Sign the claimed rows and hand their requests to the HTTP loop together."""
-        ready: list[tuple[claims.Claimed, OutgoingRequest, float]] = []
+        built: list[tuple[claims.Claimed, OutgoingRequest]] = []
         for item in claimed:
             try:
                 request = delivery.build_request(item.webhook, item.delivery.event_id, item.body)
@@ -360,20 +360,18 @@ class Run:
                 logger.exception("could not build the request of delivery %s", item.delivery.pk)
                 self.recorder.add_result(item.delivery, item.webhook, None, exc)
                 continue
-            ready.append((item, request, 0.0))
-        if not ready:
+            built.append((item, request))
+        if not built:
             return
         # One reading of both clocks for the whole batch: a rate-limit slot's wait measured
         # against one and applied from a later reading of the other would send late, and
         # narrow the gap to the next slot.
         wall, now = timezone.now(), time.monotonic()
-        ready = [
-            (item, request, max(0.0, (item.send_at - wall).total_seconds()))
-            if item.send_at is not None
-            else (item, request, 0.0)
-            for item, request, _ in ready
+        starts_at = [
+            now if item.send_at is None else now + max(0.0, (item.send_at - wall).total_seconds())
+            for item, _ in built
         ]
-        pks = [item.delivery.pk for item, _, _ in ready]
+        pks = [item.delivery.pk for item, _ in built]
         batch = object()
         done = self.done
 
@@ -382,16 +380,15 @@ class Run:
 
         handles = http.submit_all(
             [
-                (request, now + wait if item.send_at is not None else None)
-                for item, request, wait in ready
+                (request, None if item.send_at is None else start)
+                for (item, request), start in zip(built, starts_at, strict=True)
             ],
             finished,
         )
-        for (item, request, wait), started in zip(ready, handles, strict=True):
-            starts_at = now + wait
-            guard_at = starts_at + request.timeout + http.GUARD_SECONDS
+        for (item, request), start, started in zip(built, starts_at, handles, strict=True):
+            guard_at = start + request.timeout + http.GUARD_SECONDS
             self.in_flight[item.delivery.pk] = _InFlight(
-                item, request, started, batch, guard_at, starts_at
+                item, request, started, batch, guard_at, start
             )
 
     # --- collecting and recording ------------------------------------------------------------
