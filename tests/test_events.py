@@ -1,6 +1,7 @@
 """From model changes and emit() calls to Event rows: what is recorded, and when nothing is."""
 
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from tests.models import Account, Article, Invoice, Unwatched
 from webhooks_app import claims, engine, tasks
 from webhooks_app.actor import acting_as
 from webhooks_app.events import UnknownEvent, emit
+from webhooks_app.ids import new_event_id
 from webhooks_app.models import DECLARED_INACTIVE_REASON, Delivery, Event, Webhook
 
 # These tests look at what is recorded, never committed (no worker is woken); what is sent
@@ -538,3 +540,19 @@ def test_a_fan_out_reads_the_webhooks_as_they_are_then(hook):
     rows = {row.webhook_id: row for row in Delivery.objects.all()}
     assert rows[hook.pk].status == "skipped"
     assert rows[other.pk].status == "pending"
+
+
+def test_event_ids_are_prefixed_version_7_uuids_in_time_order():
+    ids = []
+    for _ in range(3):
+        ids.append(new_event_id())
+        time.sleep(0.002)  # a new millisecond: the order is the time's, not chance's
+
+    for event_id in ids:
+        assert event_id.startswith("evt_")
+        assert len(event_id) == 36
+        parsed = uuid.UUID(event_id.removeprefix("evt_"))
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert abs(int(parsed.hex[:12], 16) - time.time() * 1000) < 60_000
+    assert ids == sorted(ids)

@@ -61,6 +61,42 @@ def test_in_autocommit_each_event_is_written_with_its_save():
     assert not watching()
 
 
+def test_in_autocommit_the_event_goes_through_djangos_cursor_made_once(monkeypatch):
+    """The Event's statement runs on a cursor kept for the connection (one cursor fewer per
+    save), still Django's own: execute wrappers (and so instrumentation) see it."""
+    monkeypatch.setattr("webhooks_app.tasks.wake", lambda **kwargs: None)  # no engine run
+    Article.objects.create(title="first")  # the subscriptions are read, the cursor made
+    made: list[object] = []
+    make_cursor = connection.make_cursor
+    monkeypatch.setattr(connection, "make_cursor", lambda raw: made.append(raw) or make_cursor(raw))
+    seen: list[str] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    assert not connection.queries_logged
+    with connection.execute_wrapper(spy):
+        for i in range(3):
+            Article.objects.create(title=f"wrapped {i}")
+
+    assert len([sql for sql in seen if 'INTO "webhooks_app_event"' in sql]) == 3
+    assert len(made) == 3  # Django's own INSERTs': the events reused the first save's cursor
+    assert Event.objects.filter(name="create").count() == 4
+
+
+def test_in_autocommit_an_event_after_the_connection_was_closed_is_written():
+    Article.objects.create(title="before")  # the cursor kept for the events is made here
+    connection.close()
+
+    Article.objects.create(title="after")  # a new connection: a new cursor, not the old one
+
+    assert sorted(titles()) == sorted(
+        str(pk) for pk in Article.objects.values_list("pk", flat=True)
+    )
+    assert Event.objects.count() == 2
+
+
 def create_then_fail(title: str) -> None:
     with transaction.atomic():
         Article.objects.create(title=title)

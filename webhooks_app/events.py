@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from webhooks_app import actor, outbox, registry, subscriptions, tasks
 from webhooks_app.conf import app_settings
+from webhooks_app.ids import new_event_id
 from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Trigger, Webhook
 from webhooks_app.serialization import dumps
 
@@ -89,15 +90,9 @@ def record(
         return None
 
     now = timezone.now()
-    event = Event(
-        name=name,
-        model=model,
-        object_id=str(object_id or ""),
-        created_at=now,
-        pending_fanout=webhooks is None,
-    )
+    event_id = new_event_id()
     envelope = {
-        "id": event.id,
+        "id": event_id,
         "event": name,
         "model": model or None,
         "timestamp": format_timestamp(now),
@@ -107,7 +102,16 @@ def record(
         "changed_fields": list(changed_fields) if changed_fields is not None else None,
         "user": actor.user_data(actor.current_actor() if user is _UNSET else user),
     }
-    event.body = dumps(envelope)
+    # Every field given: a model's __init__ is twice as fast when no default is looked up.
+    event = Event(
+        id=event_id,
+        name=name,
+        model=model,
+        object_id=str(object_id or ""),
+        body=dumps(envelope),
+        created_at=now,
+        pending_fanout=webhooks is None,
+    )
 
     if webhooks is None:
         # One statement in autocommit; in a transaction, one for all its events (outbox).

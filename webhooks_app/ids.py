@@ -14,6 +14,10 @@ import uuid
 
 def uuid7() -> uuid.UUID:
     """A version-7 UUID: 48 bits of Unix milliseconds, then random bits (RFC 9562)."""
+    return uuid.UUID(int=_uuid7_int())
+
+
+def _uuid7_int() -> int:
     unix_ms = time.time_ns() // 1_000_000
     random_bits = int.from_bytes(os.urandom(10), "big")
     value = (unix_ms & (2**48 - 1)) << 80
@@ -21,8 +25,9 @@ def uuid7() -> uuid.UUID:
     value |= (random_bits >> 68 & 0xFFF) << 64  # rand_a
     value |= 0b10 << 62  # variant
     value |= random_bits & (2**62 - 1)  # rand_b
-    return uuid.UUID(int=value)
+    return value
 
 
 def new_event_id() -> str:
-    return f"evt_{uuid7().hex}"
+    # The hex digits of uuid7(), without building a UUID object (every watched save makes one).
+    return f"evt_{_uuid7_int():032x}"

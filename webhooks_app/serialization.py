@@ -45,8 +45,30 @@ class UnserializableValue(TypeError):
     """A value in a payload has a type we do not know how to encode."""
 
 
+def _encode_datetime(value: datetime.datetime) -> str:
+    if value.tzinfo is not None:
+        text = value.astimezone(datetime.UTC).isoformat()
+        return text.removesuffix("+00:00") + "Z"
+    return value.isoformat()
+
+
+# The model field values a payload meets most, by exact type: one lookup instead of the
+# chain of isinstance() tests below (a watched save encodes several such values; subclasses
+# still take the chain, which knows what they mean).
+_BY_EXACT_TYPE: dict[type, Callable[[Any], Any]] = {
+    datetime.datetime: _encode_datetime,
+    datetime.date: datetime.date.isoformat,
+    datetime.time: datetime.time.isoformat,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+}
+
+
 def encode_value(value: Any) -> Any:
     """Turn one value into plain JSON types (dict, list, str, int, float, bool, None)."""
+    encoder = _BY_EXACT_TYPE.get(type(value))
+    if encoder is not None:
+        return encoder(value)
     if isinstance(value, enum.Enum):
         # Before the primitives: an IntEnum member is an int that would print as "P.HIGH".
         return encode_value(value.value)
@@ -63,10 +85,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [encode_value(item) for item in value]
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            text = value.astimezone(datetime.UTC).isoformat()
-            return text.removesuffix("+00:00") + "Z"
-        return value.isoformat()
+        return _encode_datetime(value)
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, datetime.timedelta):
@@ -203,7 +222,7 @@ def dumps(payload: Any) -> str:
         # JavaScript would, in a fifth of the time. Anything else (other floats, big integers,
         # other types, index-like keys) takes the careful path below.
         text = _plain_json(plain)
-        if not _LONE_SURROGATE.search(text):
+        if text.isascii() or not _LONE_SURROGATE.search(text):
             return text
     out: list[str] = []
     _write(payload, out)
@@ -234,27 +253,34 @@ def _plain_form(value: Any) -> Any:
         if value.is_integer():
             return int(value) if size <= MAX_SAFE_INTEGER else _CAREFUL
         return value if 1e-4 <= size < 1e16 else _CAREFUL
+    # A container is copied only if one of its items has to change (an integral float):
+    # payloads are almost always written as they are.
     if kind is dict:
-        result = {}
+        result = None
         for key, item in value.items():
             if type(key) is not str or key[:1].isdigit():
                 return _CAREFUL
             if type(item) in _WRITTEN_ALIKE:  # most fields: no call
-                result[key] = item
                 continue
             plain = _plain_form(item)
             if plain is _CAREFUL:
                 return _CAREFUL
-            result[key] = plain
-        return result
+            if plain is not item:
+                if result is None:
+                    result = dict(value)
+                result[key] = plain
+        return value if result is None else result
     if kind is list:
-        items = []
-        for item in value:
+        items = None
+        for index, item in enumerate(value):
             plain = _plain_form(item)
             if plain is _CAREFUL:
                 return _CAREFUL
-            items.append(plain)
-        return items
+            if plain is not item:
+                if items is None:
+                    items = list(value)
+                items[index] = plain
+        return value if items is None else items
     return _CAREFUL
 
 
@@ -271,18 +297,18 @@ def values_data(
 
 
 def _data(
-    fields: list[tuple[str, Any, str, frozenset[type]]],
+    fields: list[tuple[str, str, frozenset[type], Callable[[Any], Any]]],
     values: Mapping[str, Any],
     instance: models.Model | None,
 ) -> dict[str, Any]:
     data = {}
-    for name, model_field, attname, kept_types in fields:
+    for name, attname, kept_types, as_stored in fields:
         # A field deferred on the instance is not in its __dict__: let Django load it.
         deferred = instance is not None and attname not in values
         value = getattr(instance, attname) if deferred else values[attname]
         # Most values are already what the payload holds: skip the conversions for them.
         if type(value) not in kept_types:
-            value = encode_value(_as_stored(model_field, value))
+            value = encode_value(as_stored(value))
         data[name] = value
     return data
 
@@ -293,9 +319,10 @@ _SCALARS = frozenset({type(None), bool, int, float})
 @functools.cache
 def _fields_of(
     model: type[models.Model], field_names: tuple[str, ...]
-) -> list[tuple[str, Any, str, frozenset[type]]]:
-    """(name, field, attribute name, the value types ``_as_stored`` and ``encode_value``
-    leave as they are) per field: looked up once per model, not per save."""
+) -> list[tuple[str, str, frozenset[type], Callable[[Any], Any]]]:
+    """(name, attribute name, the value types ``_as_stored`` and ``encode_value`` leave as
+    they are, the field's ``_as_stored``) per field: looked up once per model, not per
+    save."""
     fields = []
     for name in field_names:
         model_field = model._meta.get_field(name)
@@ -307,31 +334,55 @@ def _fields_of(
             kept = _SCALARS | {str}
         else:  # a string there is parsed as the database would (a date, a number)
             kept = _SCALARS
-        fields.append((name, model_field, str(getattr(model_field, "attname", name)), kept))
+        attname = str(getattr(model_field, "attname", name))
+        fields.append((name, attname, kept, _as_stored(model_field)))
     return fields
 
 
-def _as_stored(model_field: Any, value: Any) -> Any:
-    """The value as the database gives it back, so that an instance fresh from ``create()``
-    (``amount=Decimal("10")``, ``issued_on="2026-01-02"``) serialises like the stored row
-    (``"10.00"``, a date) and an unchanged field never counts as changed."""
-    if value is None or model_field.is_relation or isinstance(value, FieldFile):
-        return value
+def _as_stored(model_field: Any) -> Callable[[Any], Any]:
+    """The function giving a value of this field as the database gives it back, so that an
+    instance fresh from ``create()`` (``amount=Decimal("10")``, ``issued_on="2026-01-02"``)
+    serialises like the stored row (``"10.00"``, a date) and an unchanged field never counts
+    as changed. Which rule applies depends on the field alone: decided once per field."""
+    if model_field.is_relation:
+        return _as_given
     if isinstance(model_field, models.FileField):
-        # A snapshot holds the raw stored name; the attribute would give a FieldFile.
-        return str(value) or None
+        return _stored_file_name
     if isinstance(model_field, models.DecimalField) and model_field.decimal_places is not None:
-        try:
-            value = decimal.Decimal(value)
-            return value.quantize(decimal.Decimal(1).scaleb(-model_field.decimal_places))
-        except (decimal.InvalidOperation, TypeError, ValueError):
-            return value
-    if isinstance(value, str) and not isinstance(model_field, (models.CharField, models.TextField)):
-        try:
-            return model_field.to_python(value)
-        except Exception:  # a value the database would reject anyway; send it as given
-            return value
+        return functools.partial(_quantized, decimal.Decimal(1).scaleb(-model_field.decimal_places))
+    if isinstance(model_field, (models.CharField, models.TextField)):
+        return _as_given
+    return functools.partial(_parsed, model_field)
+
+
+def _as_given(value: Any) -> Any:
     return value
+
+
+def _stored_file_name(value: Any) -> Any:
+    if value is None or isinstance(value, FieldFile):
+        return value
+    # A snapshot holds the raw stored name; the attribute would give a FieldFile.
+    return str(value) or None
+
+
+def _quantized(quantum: decimal.Decimal, value: Any) -> Any:
+    if value is None or isinstance(value, FieldFile):
+        return value
+    try:
+        return decimal.Decimal(value).quantize(quantum)
+    except (decimal.InvalidOperation, TypeError, ValueError):
+        return value
+
+
+def _parsed(model_field: Any, value: Any) -> Any:
+    """A string in a field that does not store strings, parsed as the database would."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return model_field.to_python(value)
+    except Exception:  # a value the database would reject anyway; send it as given
+        return value
 
 
 def run_serializer(path: str, instance: models.Model) -> dict[str, Any]:

@@ -103,11 +103,19 @@ class EventInserter:
         # Only our own model's names, quoted by the backend; every value is a parameter.
         self.sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608
 
+        self.attnames = [field.attname for field in self.fields]
+        # The values that need their field's adaptation (sql.column_value), decided once.
+        self.adapted = [
+            (index, field) for index, field in enumerate(self.fields) if not sql.is_plain(field)
+        ]
+
     def insert(self, event: Event) -> None:
         connection = connections[self.using]
-        values = [sql.column_value(field, event, connection) for field in self.fields]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, values)
+        state = event.__dict__
+        values = [state[attname] for attname in self.attnames]
+        for index, field in self.adapted:
+            values[index] = sql.column_value(field, event, connection)
+        sql.execute_on_kept_cursor(connection, self.sql, values)
         event._state.adding = False
         event._state.db = self.using
 
