@@ -131,6 +131,29 @@ def test_each_save_is_compared_with_the_one_before(hook):
     ]
 
 
+def test_previous_keeps_the_old_value_of_each_encoded_field_that_changed(hook):
+    """Values encoded for the payload (a UUID, a Decimal, a datetime) are encoded once
+    when unchanged; a changed one must still show its old value in ``previous``."""
+    article = ArticleFactory(price=Decimal("1.50"), published_at=None)
+    loaded = Article.objects.get(pk=article.pk)
+    old_uid = str(loaded.uid)
+    loaded.uid = uuid.uuid4()
+    loaded.price = Decimal("2.25")
+    loaded.save()
+    loaded.title = "only the title"
+    loaded.save()
+
+    first, second = payloads("update")
+    assert first["previous"]["uid"] == old_uid
+    assert first["previous"]["price"] == "1.50"
+    assert first["data"]["uid"] == str(loaded.uid)
+    assert first["data"]["price"] == "2.25"
+    assert sorted(first["changed_fields"]) == ["price", "uid"]
+    assert second["previous"]["uid"] == second["data"]["uid"] == str(loaded.uid)
+    assert second["previous"]["price"] == second["data"]["price"] == "2.25"
+    assert second["changed_fields"] == ["title"]
+
+
 def test_an_instance_built_by_hand_is_compared_with_the_stored_row(hook):
     article = ArticleFactory(title="Stored", body="kept")
     by_hand = Article(pk=article.pk, uid=article.uid, title="Mine", body="kept")

@@ -260,7 +260,10 @@ def _plain_form(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str or key[:1].isdigit():
                 return _CAREFUL
-            if type(item) in _WRITTEN_ALIKE:  # most fields: no call
+            item_kind = type(item)
+            if item_kind in _WRITTEN_ALIKE:  # most fields: no call
+                continue
+            if item_kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                 continue
             plain = _plain_form(item)
             if plain is _CAREFUL:
@@ -290,27 +293,42 @@ def instance_data(instance: models.Model, field_names: Sequence[str]) -> dict[st
 
 
 def values_data(
-    model: type[models.Model], field_names: Sequence[str], values: Mapping[str, Any]
+    model: type[models.Model],
+    field_names: Sequence[str],
+    values: Mapping[str, Any],
+    now: tuple[models.Model, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``instance_data`` of the values an instance had, by attribute name (a snapshot)."""
-    return _data(_fields_of(model, tuple(field_names)), values, None)
+    """``instance_data`` of the values an instance had, by attribute name (a snapshot).
+
+    ``now``: the instance and its ``instance_data`` for the same fields; a value that is
+    still the very object the instance holds is taken from that data, not encoded again."""
+    return _data(_fields_of(model, tuple(field_names)), values, None, now)
 
 
 def _data(
     fields: list[tuple[str, str, frozenset[type], Callable[[Any], Any]]],
     values: Mapping[str, Any],
     instance: models.Model | None,
+    now: tuple[models.Model, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     data = {}
+    current: Mapping[str, Any] = now[0].__dict__ if now is not None else {}
+    encoded: Mapping[str, Any] = now[1] if now is not None else {}
     for name, attname, kept_types, as_stored in fields:
         # A field deferred on the instance is not in its __dict__: let Django load it.
         deferred = instance is not None and attname not in values
         value = getattr(instance, attname) if deferred else values[attname]
         # Most values are already what the payload holds: skip the conversions for them.
         if type(value) not in kept_types:
-            value = encode_value(as_stored(value))
+            if current.get(attname, _ABSENT) is value:
+                value = encoded[name]  # the same object, so the same encoding
+            else:
+                value = encode_value(as_stored(value))
         data[name] = value
     return data
+
+
+_ABSENT: Any = object()
 
 
 _SCALARS = frozenset({type(None), bool, int, float})

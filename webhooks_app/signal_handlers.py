@@ -15,7 +15,7 @@ serializer) is compared with the stored row instead, read just before the save.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
@@ -78,20 +78,26 @@ def _remember(watched: registry.WatchedModel, instance: models.Model) -> None:
     state[_SNAPSHOT] = snapshot
 
 
-def _loaded_state(
-    watched: registry.WatchedModel, instance: models.Model
-) -> tuple[dict[str, Any], bool] | None:
+class _Loaded(NamedTuple):
+    """The snapshot an update's ``previous`` comes from, encoded after the save: a value
+    that is still the very object it was loaded as takes its entry from the new payload
+    instead of being encoded twice (most fields of an update do not change)."""
+
+    snapshot: dict[str, Any]
+    was_published: bool
+
+
+def _loaded_state(watched: registry.WatchedModel, instance: models.Model) -> _Loaded | None:
     """``previous`` from the snapshot, when the instance came from (or went to) the
     database and the snapshot has every field; None when the stored row must be read."""
     snapshot = instance.__dict__.get(_SNAPSHOT)
     if instance._state.adding or snapshot is None or len(snapshot) != len(watched.read_attnames):
         return None
-    previous = values_data(watched.model, watched.data_field_names, snapshot)
     was_published = False
     if watched.status_field is not None:
         attname = watched.read_attnames[watched.read_field_names.index(watched.status_field)]
         was_published = snapshot[attname] == watched.published_value
-    return previous, was_published
+    return _Loaded(snapshot, was_published)
 
 
 def before_save(
@@ -143,6 +149,10 @@ def after_save(
             emit("publish", **common)
         return
     previous, was_published = previous_state
+    if isinstance(previous_state, _Loaded):
+        previous = values_data(
+            watched.model, watched.data_field_names, previous_state.snapshot, (instance, data)
+        )
     changed = [name for name in data if previous.get(name) != data.get(name)]
     changed += [name for name in previous if name not in data]
     if changed:
