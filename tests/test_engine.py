@@ -646,3 +646,20 @@ def test_a_failed_claim_writes_the_successes_it_counted_free_at_once(monkeypatch
     assert run._claim() == 0
     assert Delivery.objects.filter(status="succeeded").count() == 2
     assert len(run.recorder) == 0
+
+
+def test_a_claim_sends_nothing_more_to_a_webhook_its_own_write_just_disabled(statements):
+    """A 410 written first in the claim's transaction disables the webhook there and then;
+    the run's copy of the webhooks (read before) still shows it active."""
+    hook = WebhookFactory(max_in_flight=1)
+    ArticleFactory.create_batch(2)
+    recorder = delivery.Recorder("a-worker")
+    (first,) = claim("a-worker")
+    recorder.add_result(first.delivery, first.webhook, _request(first), _answered(410))
+    copy = {hook.pk: Webhook.objects.get(pk=hook.pk)}
+
+    assert claim("a-worker", recorder=recorder, webhooks=copy) == []
+
+    hook.refresh_from_db()
+    assert not hook.is_active
+    assert not Delivery.objects.filter(lease_token="a-worker").exists()

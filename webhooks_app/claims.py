@@ -178,6 +178,11 @@ def claim(
         if capacity.total > 0:
             sql.lock(using, CLAIM_LOCK)
             claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
+            if write_first and recorder is not None:
+                # Read again, as the write above left them: the caller's copy still shows a
+                # webhook it just disabled as active, and its due rows would be sent.
+                for webhook_id in recorder.disabled_by_write():
+                    claimer.webhooks.pop(webhook_id, None)
             claimer.held_by_finished = slots_of_successes or {}
             claimer.sweep = sweep
             claimed = claimer.run(fan_out_limit)

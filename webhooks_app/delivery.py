@@ -393,6 +393,13 @@ class Recorder:
         self._written = (count, verdicts)
         return count
 
+    def disabled_by_write(self) -> set[int]:
+        """The webhooks that what write() wrote disables (a 410, the failure policy), before
+        it commits: a claim in the same transaction must not send them more."""
+        if self._written is None:
+            return set()
+        return {verdict.webhook_id for verdict in self._written[1] if verdict.kind == "disabled"}
+
     def after_commit(self) -> None:
         """What write() wrote has committed: forget it, stop claiming for webhooks it
         disabled, and keep its notices for announce()."""
