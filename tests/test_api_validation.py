@@ -165,6 +165,9 @@ def test_secret_values_never_appear_in_errors(staff_client):
         ({"secret": "x" * 256}, "secret", "no more than 255"),
         ({"name": "n" * 201}, "name", "no more than 200"),
         ({"is_active": "maybe"}, "is_active", "valid boolean"),
+        ({"disable_after_seconds": 30}, "disable_after_seconds", "0 (never disable"),
+        ({"disable_after_seconds": -1}, "disable_after_seconds", "greater than or equal to 0"),
+        ({"disable_after_failures": 0}, "disable_after_failures", "from 1 to 2,147,483,647"),
     ],
 )
 def test_field_rules(staff_client, body, field, words):
@@ -174,6 +177,22 @@ def test_field_rules(staff_client, body, field, words):
 def test_bounds_are_inclusive(staff_client):
     body = {**GOOD, "timeout": 60, "retries": 50, "method": "PATCH"}
     assert staff_client.post(URL, body, format="json").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"disable_after_seconds": 0, "disable_after_failures": 1},
+        {"disable_after_seconds": 60, "disable_after_failures": 2_147_483_647},
+        {"disable_after_seconds": None, "disable_after_failures": None},
+    ],
+)
+def test_a_webhooks_own_failure_policy_bounds(staff_client, policy):
+    response = staff_client.post(URL, {**GOOD, **policy}, format="json")
+    assert response.status_code == 201, response.json()
+    webhook = Webhook.objects.get()
+    assert webhook.disable_after_seconds == policy["disable_after_seconds"]
+    assert webhook.disable_after_failures == policy["disable_after_failures"]
 
 
 def test_unknown_fields_are_rejected_by_name(staff_client):

@@ -352,6 +352,22 @@ def test_models_valid(models):
             id="signature-header-reserved",
         ),
         pytest.param(
+            [endpoint(disable_after_seconds=30)],
+            "WEBHOOKS['ENDPOINTS'][0]['disable_after_seconds'] must be 0 (never disable this "
+            "webhook) or a whole number of seconds from 60 to 2,147,483,647",
+            id="disable-after-seconds-too-short",
+        ),
+        pytest.param(
+            [endpoint(disable_after_seconds="5d")],
+            "WEBHOOKS['ENDPOINTS'][0]['disable_after_seconds'] must be 0",
+            id="disable-after-seconds-text",
+        ),
+        pytest.param(
+            [endpoint(disable_after_failures=0)],
+            "WEBHOOKS['ENDPOINTS'][0]['disable_after_failures'] must be a whole number from 1",
+            id="disable-after-failures-zero",
+        ),
+        pytest.param(
             [endpoint(signature_prefix="sha256=\n")],
             "WEBHOOKS['ENDPOINTS'][0]['signature_prefix'] must be text of at most 32 "
             "characters, without CR or LF",
@@ -383,6 +399,8 @@ def test_endpoint_timeout_in_milliseconds_hint():
         [endpoint(headers={"Authorization": "Bearer abc", "X-Tenant": "42"})],
         [endpoint(signature_header="X-Scalar-Signature", signature_prefix="sha256=")],
         [endpoint(name="a"), endpoint(name="b")],
+        [endpoint(disable_after_seconds=0), endpoint(name="b", disable_after_failures=1)],
+        [endpoint(disable_after_seconds=3600, disable_after_failures=10)],
         [],
     ],
 )

@@ -55,6 +55,27 @@ def test_declared_endpoint_becomes_a_managed_webhook(declare):
     assert "test-secret" not in str(webhook.settings_declaration)
 
 
+def test_a_declared_endpoint_sets_its_own_failure_policy(declare, settings):
+    settings.WEBHOOKS = {
+        **settings.WEBHOOKS,
+        "DISABLE_AFTER_SECONDS": 5 * 86400,
+        "DISABLE_AFTER_FAILURES": 5,
+    }
+    declare({**DECLARED, "disable_after_seconds": 3600, "disable_after_failures": 2})
+
+    webhook = Webhook.objects.get()
+    assert (webhook.disable_after_seconds, webhook.disable_after_failures) == (3600, 2)
+    assert webhook.effective_disable_after_seconds == 3600
+    assert webhook.effective_disable_after_failures == 2
+
+    declare({**DECLARED, "disable_after_seconds": 0})  # never; failures back to the default
+
+    webhook.refresh_from_db()
+    assert (webhook.disable_after_seconds, webhook.disable_after_failures) == (0, None)
+    assert webhook.effective_disable_after_seconds is None
+    assert webhook.effective_disable_after_failures == 5
+
+
 def test_unnamed_endpoint_is_keyed_by_url_and_gets_a_secret(declare):
     declare({"url": "https://a.example.com/hook"})
 

@@ -35,6 +35,8 @@ ENDPOINT_KEYS = frozenset(
         "retries",
         "max_in_flight",
         "rate_limit",
+        "disable_after_seconds",
+        "disable_after_failures",
         "method",
         "signature_header",
         "signature_prefix",
@@ -448,12 +450,12 @@ def _check_failure_policy() -> list[CheckMessage]:
     """When failing webhooks are disabled and who is told (failures.py, notifications.py)."""
     errors: list[CheckMessage] = []
     period = app_settings.DISABLE_AFTER_SECONDS
-    if period is not None and (not _is_number(period) or period < 60):
+    if period is not None and (not _is_number(period) or period < rules.DISABLE_AFTER_SECONDS_MIN):
         errors.append(
             _error(
                 32,
                 "WEBHOOKS['DISABLE_AFTER_SECONDS'] must be None (never disable) or a number "
-                f"of seconds >= 60, got {period!r}.",
+                f"of seconds >= {rules.DISABLE_AFTER_SECONDS_MIN}, got {period!r}.",
                 "432000 is five days, Svix's period.",
             )
         )

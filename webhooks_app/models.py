@@ -192,6 +192,8 @@ class Webhook(models.Model):
         "retries",
         "max_in_flight",
         "rate_limit",
+        "disable_after_seconds",
+        "disable_after_failures",
         "signature_header",
         "signature_prefix",
         "secret",

@@ -29,6 +29,11 @@ RATE_LIMIT_MAX = 10_000.0
 SIGNATURE_PREFIX_MAX = 32
 SECRET_MIN_LENGTH = 16
 SECRET_MAX_LENGTH = 255
+# The failure policy (failures.py): a shorter period would disable a webhook over one
+# receiver restart; WEBHOOKS['DISABLE_AFTER_SECONDS'] (checks.py) has the same floor.
+DISABLE_AFTER_SECONDS_MIN = 60
+# The policy's columns are PositiveIntegerFields: this is their range on every database.
+POLICY_VALUE_MAX = 2_147_483_647
 METHODS = ("POST", "PUT", "PATCH")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Headers a webhook's own headers may not replace: what receivers verify and route on.
@@ -174,6 +179,35 @@ def rate_limit_error(value: Any) -> str | None:
     return None
 
 
+def disable_after_seconds_problems(value: Any) -> list[Problem]:
+    """A webhook's own failure period: 0 = never disable it; None = the site's setting."""
+    if value is None:
+        return []
+    if not _is_whole(value) or not (
+        value == 0 or DISABLE_AFTER_SECONDS_MIN <= value <= POLICY_VALUE_MAX
+    ):
+        return [
+            Problem(
+                "disable_after_seconds",
+                "Must be 0 (never disable this webhook) or a whole number of seconds from "
+                f"{DISABLE_AFTER_SECONDS_MIN} to {POLICY_VALUE_MAX:,}.",
+            )
+        ]
+    return []
+
+
+def disable_after_failures_problems(value: Any) -> list[Problem]:
+    if value is None:
+        return []
+    if not _is_whole(value) or not 1 <= value <= POLICY_VALUE_MAX:
+        return [
+            Problem(
+                "disable_after_failures", f"Must be a whole number from 1 to {POLICY_VALUE_MAX:,}."
+            )
+        ]
+    return []
+
+
 def signature_header_problems(name: Any) -> list[Problem]:
     if name in (None, ""):
         return []
@@ -245,6 +279,10 @@ def problems(
             error = rule(values[name])
             if error:
                 found.append(Problem(name, error[0].upper() + error[1:]))
+    if "disable_after_seconds" in present:
+        found += disable_after_seconds_problems(values["disable_after_seconds"])
+    if "disable_after_failures" in present:
+        found += disable_after_failures_problems(values["disable_after_failures"])
     if "signature_header" in present:
         found += signature_header_problems(values["signature_header"])
     if "signature_prefix" in present:

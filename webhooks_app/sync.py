@@ -53,6 +53,8 @@ def _row_values(endpoint: dict[str, Any]) -> dict[str, Any]:
         "retries": endpoint.get("retries"),
         "max_in_flight": endpoint.get("max_in_flight"),
         "rate_limit": endpoint.get("rate_limit"),
+        "disable_after_seconds": endpoint.get("disable_after_seconds"),
+        "disable_after_failures": endpoint.get("disable_after_failures"),
         "signature_header": str(endpoint.get("signature_header") or ""),
         "signature_prefix": endpoint.get("signature_prefix"),
         "is_active": bool(endpoint.get("active", True)),
