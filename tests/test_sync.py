@@ -16,7 +16,7 @@ DECLARED = {
     "url": "https://search.example.com/hook",
     "events": ["create", "update"],
     "models": ["article"],
-    "secret": "test-secret",
+    "secret": "test-secret-of-20-chars",
     "headers": {"X-Custom-Header": "value"},
     "timeout": 2.5,
     "retries": 5,
@@ -44,7 +44,7 @@ def test_declared_endpoint_becomes_a_managed_webhook(declare):
     assert webhook.url == DECLARED["url"]
     assert webhook.events == ["create", "update"]
     assert webhook.models == ["article"]
-    assert webhook.secret == "test-secret"
+    assert webhook.secret == "test-secret-of-20-chars"
     assert webhook.headers == {"X-Custom-Header": "value"}
     assert webhook.effective_timeout == 2.5
     assert webhook.effective_retries == 5
@@ -52,7 +52,7 @@ def test_declared_endpoint_becomes_a_managed_webhook(declare):
     assert webhook.effective_signature_header == "X-Scalar-Signature"
     assert webhook.effective_signature_prefix == "sha256="
     assert webhook.settings_declaration["secret"] == "(set in settings)"
-    assert "test-secret" not in str(webhook.settings_declaration)
+    assert "test-secret-of-20-chars" not in str(webhook.settings_declaration)
 
 
 def test_a_declared_endpoint_sets_its_own_failure_policy(declare, settings):
@@ -74,6 +74,34 @@ def test_a_declared_endpoint_sets_its_own_failure_policy(declare, settings):
     assert (webhook.disable_after_seconds, webhook.disable_after_failures) == (0, None)
     assert webhook.effective_disable_after_seconds is None
     assert webhook.effective_disable_after_failures == 5
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"disable_after_seconds": True}, "disable_after_seconds: Must be 0"),
+        ({"disable_after_seconds": "5d"}, "disable_after_seconds: Must be 0"),
+        ({"disable_after_failures": -5}, "disable_after_failures: Must be a whole number"),
+        ({"retries": "3"}, "retries: Must be a whole number"),
+        ({"url": "https://10.0.0.7/hook"}, "url: "),
+    ],
+)
+def test_an_endpoint_the_rules_refuse_is_not_written_and_the_others_are(
+    declare, caplog, bad, words
+):
+    # A web process runs no system checks: the sync itself must not write what E007 refuses.
+    declare(DECLARED)
+    other = {"name": "other", "url": "https://other.example.com/hook"}
+
+    declare({**DECLARED, "events": ["delete"], **bad}, other)
+
+    kept = Webhook.objects.get(settings_key="search-index")
+    assert kept.events == ["create", "update"]  # its last good declaration
+    assert kept.disable_after_seconds is None
+    assert kept.is_active
+    assert Webhook.objects.filter(settings_key="other", is_active=True).exists()
+    assert "WEBHOOKS['ENDPOINTS'] entry 'search-index' is not applied" in caplog.text
+    assert words in caplog.text
 
 
 def test_unnamed_endpoint_is_keyed_by_url_and_gets_a_secret(declare):

@@ -229,10 +229,6 @@ def _check_retries(number: int, where: str, value: Any) -> list[CheckMessage]:
     return _from_rules(number, where, rules.retries_problems(value))
 
 
-# Keys of a declared endpoint that name a Webhook field of another name.
-_ENDPOINT_FIELDS = {"active": "is_active"}
-
-
 def _check_endpoints() -> list[CheckMessage]:
     """Declared endpoints, by the rules every webhook obeys (rules.py). A URL that points
     inside the network is E030: judged without DNS here (no lookups at start-up), and again
@@ -262,9 +258,7 @@ def _check_endpoints() -> list[CheckMessage]:
                 _error(7, f"{where} duplicates endpoint {key!r}.", "Give each a distinct 'name'.")
             )
         seen.add(key)
-        values = {_ENDPOINT_FIELDS.get(str(k), str(k)): value for k, value in endpoint.items()}
-        values.setdefault("url", None)
-        for problem in rules.problems(values, resolve_names=False, fields=Webhook.RULED_FIELDS):
+        for problem in rules.endpoint_problems(endpoint, Webhook.RULED_FIELDS):
             if problem.code == rules.FORBIDDEN_TARGET:
                 errors.append(
                     _error(
@@ -277,7 +271,7 @@ def _check_endpoints() -> list[CheckMessage]:
             else:
                 message = _located(f"{where}['{problem.field}']", problem.message)
                 if problem.field == "url":
-                    message += f" Got {values['url']!r}."
+                    message += f" Got {endpoint.get('url')!r}."
                 errors.append(_error(7, message))
     return errors
 

@@ -292,6 +292,19 @@ def problems(
     return found
 
 
+# Keys of a declared endpoint (WEBHOOKS["ENDPOINTS"]) that name a Webhook field of another name.
+ENDPOINT_FIELDS = {"active": "is_active"}
+
+
+def endpoint_problems(endpoint: Mapping[str, Any], ruled_fields: Iterable[str]) -> list[Problem]:
+    """What is wrong with one declared endpoint, judged as its Webhook row would be (without
+    DNS: settings are read at start-up). The checks report these (E007, E030), and the sync
+    never writes an endpoint that has any."""
+    values = {ENDPOINT_FIELDS.get(str(key), str(key)): value for key, value in endpoint.items()}
+    values.setdefault("url", None)
+    return problems(values, resolve_names=False, fields=ruled_fields)
+
+
 def by_field(found: Iterable[Problem]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for problem in found:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 
+from webhooks_app import rules
 from webhooks_app.conf import app_settings
 from webhooks_app.models import DECLARED_INACTIVE_REASON, REMOVED_FROM_SETTINGS_REASON, Webhook
+
+logger = logging.getLogger("webhooks_app.sync")
 
 REMOVED_REASON = REMOVED_FROM_SETTINGS_REASON
 _synced: dict[str, str] = {}
@@ -86,6 +90,17 @@ def sync_endpoints(using: str = DEFAULT_DB_ALIAS) -> None:
         for endpoint in declared:
             key = endpoint_key(endpoint)
             keys.append(key)
+            found = rules.endpoint_problems(endpoint, Webhook.RULED_FIELDS)
+            if found:
+                # `manage.py check` reports it (E007, E030), but a web process runs no checks:
+                # the row is neither made nor changed (an existing one keeps its last good
+                # declaration) rather than written with a value the rules refuse.
+                logger.error(
+                    "WEBHOOKS['ENDPOINTS'] entry %r is not applied: %s",
+                    key,
+                    "; ".join(f"{problem.field}: {problem.message}" for problem in found),
+                )
+                continue
             row = existing.get(key)
             values = _row_values(endpoint)
             if row is None:
