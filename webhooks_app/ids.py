@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-
-
-def uuid7() -> uuid.UUID:
-    """A version-7 UUID: 48 bits of Unix milliseconds, then random bits (RFC 9562)."""
-    return uuid.UUID(int=_uuid7_int())
 
 
 def _uuid7_int() -> int:
+    """A version-7 UUID as an integer: 48 bits of Unix milliseconds, then random bits (RFC
+    9562). No uuid.UUID object: every watched save makes one id."""
     unix_ms = time.time_ns() // 1_000_000
     random_bits = int.from_bytes(os.urandom(10), "big")
     value = (unix_ms & (2**48 - 1)) << 80
@@ -29,5 +25,4 @@ def _uuid7_int() -> int:
 
 
 def new_event_id() -> str:
-    # The hex digits of uuid7(), without building a UUID object (every watched save makes one).
     return f"evt_{_uuid7_int():032x}"

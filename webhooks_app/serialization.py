@@ -385,7 +385,7 @@ def _stored_file_name(value: Any) -> Any:
 
 
 def _quantized(quantum: decimal.Decimal, value: Any) -> Any:
-    if value is None or isinstance(value, FieldFile):
+    if value is None:
         return value
     try:
         return decimal.Decimal(value).quantize(quantum)
