@@ -267,6 +267,41 @@ def test_outcomes_wait_to_be_written_together_only_for_requests_that_may_end_soo
     assert run._should_flush(now, claiming=True) is True
 
 
+def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_guard(monkeypatch):
+    # The event loop enforces each deadline; the guard covers a loop that stopped running.
+    # Two webhooks with different timeouts: each row is given up at its own guard, not
+    # before, and not only when the other's comes.
+    quick = WebhookFactory(timeout=1)
+    slow = WebhookFactory(timeout=2)
+    monkeypatch.setattr(http, "GUARD_SECONDS", 0.2)
+    handed: list[http.Started] = []
+
+    def stalled_loop(requests, on_done):
+        loop = asyncio.new_event_loop()
+        loop.close()
+        handles = [http.Started(loop) for _ in requests]
+        handed.extend(handles)
+        return handles  # and never reports an outcome
+
+    monkeypatch.setattr(http, "submit_all", stalled_loop)
+    ArticleFactory()
+    started = time.monotonic()
+
+    engine.Run(budget=0.1, linger=0, settle_in_background=False).run()
+
+    elapsed = time.monotonic() - started
+    attempts = {a.webhook_id: a for a in DeliveryAttempt.objects.all()}
+    assert set(attempts) == {quick.pk, slow.pk}
+    assert all("the sender gave up" in a.error_message for a in attempts.values())
+    assert attempts[quick.pk].started_at < attempts[slow.pk].started_at - datetime.timedelta(
+        seconds=0.5
+    )
+    assert 2.2 <= elapsed < 2.2 + 2
+    assert len(handed) == 2
+    assert all(handle.cancelled for handle in handed)
+    assert Delivery.objects.filter(status="pending", attempts=1).count() == 2  # retried
+
+
 def test_a_claim_that_keeps_failing_is_tried_again_after_a_pause(webhook, monkeypatch):
     from django.db import DatabaseError
 

@@ -366,6 +366,10 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         return self.filter(status=DeliveryStatus.FAILED)
 
 
+# Pending rows in due order; hand-written statements that walk it name it (sql._by_due).
+DUE_INDEX = "webhooks_delivery_due_idx"
+
+
 class Delivery(models.Model):
     """One event on its way to one webhook."""
 
@@ -419,7 +423,7 @@ class Delivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"],
                 condition=Q(status="pending"),
-                name="webhooks_delivery_due_idx",
+                name=DUE_INDEX,
             ),
             # Each webhook's queue of pending rows, per lane, in due order: a claim reads the
             # queues of endpoints with room, never a hanging endpoint's backlog.
