@@ -284,6 +284,9 @@ def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_guard(monkeypat
         return handles  # and never reports an outcome
 
     monkeypatch.setattr(http, "submit_all", stalled_loop)
+    waits = []
+    wait = engine.Run._wait
+    monkeypatch.setattr(engine.Run, "_wait", lambda run, *args: waits.append(wait(run, *args)))
     ArticleFactory()
     started = time.monotonic()
 
@@ -297,6 +300,8 @@ def test_an_attempt_the_event_loop_never_ends_is_recorded_by_the_guard(monkeypat
         seconds=0.5
     )
     assert 2.2 <= elapsed < 2.2 + 2
+    # Waiting sleeps until the next guard is due, not a turn of the loop after another.
+    assert len(waits) < 2.2 / engine.FLUSH_SECONDS * 3
     assert len(handed) == 2
     assert all(handle.cancelled for handle in handed)
     assert Delivery.objects.filter(status="pending", attempts=1).count() == 2  # retried

@@ -366,8 +366,10 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         return self.filter(status=DeliveryStatus.FAILED)
 
 
-# Pending rows in due order; hand-written statements that walk it name it (sql._by_due).
+# Pending rows in due order, and each webhook's queue of them: hand-written statements on
+# SQLite name them (sql._indexed_by).
 DUE_INDEX = "webhooks_delivery_due_idx"
+QUEUE_INDEX = "webhooks_delivery_queue_idx"
 
 
 class Delivery(models.Model):
@@ -430,7 +432,7 @@ class Delivery(models.Model):
             models.Index(
                 fields=["webhook", "lane", "next_attempt_at"],
                 condition=Q(status="pending"),
-                name="webhooks_delivery_queue_idx",
+                name=QUEUE_INDEX,
             ),
             # Only leased rows (at most the workers' slots): requests in flight per endpoint.
             models.Index(

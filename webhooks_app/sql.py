@@ -32,7 +32,15 @@ from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from webhooks_app.models import DUE_INDEX, Delivery, DeliveryStatus, Event, Lane, Lease
+from webhooks_app.models import (
+    DUE_INDEX,
+    QUEUE_INDEX,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Lane,
+    Lease,
+)
 
 
 def supported(using: str) -> bool:
@@ -294,15 +302,17 @@ PENDING = f"'{DeliveryStatus.PENDING.value}'"
 assert DeliveryStatus.PENDING.value.isalpha()
 
 
-def _by_due(using: str) -> str:
-    """On SQLite, the clause that makes a walk of due rows read the due index. Without
-    statistics (``ANALYZE``, which nobody runs on an embedded database) SQLite prefers the
-    index whose first column its condition names (status, created) and sorts every pending
-    row it finds there, a backlog of a hundred thousand included, to return the first few.
-    PostgreSQL chooses the due index by itself (tests/test_probes.py)."""
+def _indexed_by(using: str, index: str) -> str:
+    """On SQLite, the clause that makes a statement read ``index``. Without statistics
+    (``ANALYZE``, which nobody runs on an embedded database) SQLite prefers the index whose
+    first column a condition names with ``=`` (status, created), and then reads and sorts
+    every pending row there, a backlog of a hundred thousand included, to return the first
+    few. PostgreSQL chooses these indexes by itself (tests/test_probes.py). The statement
+    must state the partial index's condition as a literal (``PENDING``), or SQLite cannot
+    prepare it."""
     if connections[using].vendor != "sqlite":
         return ""
-    return f" INDEXED BY {connections[using].ops.quote_name(DUE_INDEX)}"
+    return f" INDEXED BY {connections[using].ops.quote_name(index)}"
 
 
 # The columns due_rows() returns, in order.
@@ -364,7 +374,8 @@ def due_rows(
     selected = ", ".join(f"d.{column}" for column in columns)
     if queues is None:
         sql = (
-            f"SELECT {selected}, ev.{e['body']} FROM {d.table} d{_by_due(using)} "  # noqa: S608
+            f"SELECT {selected}, ev.{e['body']} "  # noqa: S608
+            f"FROM {d.table} d{_indexed_by(using, DUE_INDEX)} "
             f"JOIN {e.table} ev ON ev.{e['id']} = d.{d['event']} "
             f"WHERE {' AND '.join(conditions)} "
             f"ORDER BY d.{d['next_attempt_at']} LIMIT {int(limit)}"
@@ -453,13 +464,14 @@ def work_waiting_statement(
     cost the others in bench/isolation.py), and chose a scan of the events table for the
     fan-out probe. Here each lookup is the first row of an ordered index range (a scalar
     subquery keeps its ``ORDER BY`` and ``LIMIT``, which ``EXISTS`` would drop): the
-    pending events' index; each webhook's queue (webhook, lane, due), one range per webhook
-    and lane; or, for every webhook, the due index (any lane: there are only two)."""
+    pending events' index, or, for every webhook, the due index. For the webhooks given,
+    one range of their queue index (webhook, lane, due) per webhook and lane, with no order
+    to keep (PostgreSQL read the due index for an order, and filtered)."""
     connection = connections[using]
     d = _of(Delivery, using)
     e = _of(Event, using)
-    pending = DeliveryStatus.PENDING.value
     due_before = d.value("next_attempt_at", now, connection)
+    lanes = [lane.value for lane in Lane]
     probes = [
         f"(SELECT {e['created_at']} FROM {e.table} WHERE {e['pending_fanout']} "  # noqa: S608
         f"ORDER BY {e['created_at']} LIMIT 1) IS NOT NULL"
@@ -467,29 +479,31 @@ def work_waiting_statement(
     due = d["next_attempt_at"]
     if webhooks is None:
         probes.append(
-            f"(SELECT {due} FROM {d.table}{_by_due(using)} "  # noqa: S608
+            f"(SELECT {due} FROM {d.table}{_indexed_by(using, DUE_INDEX)} "  # noqa: S608
             f"WHERE {d['status']} = {PENDING} AND {due} <= %s "
+            f"AND {d['lane']} IN ({_placeholders(len(lanes))}) "
             f"ORDER BY {due} LIMIT 1) IS NOT NULL"
         )
-        params: list[Any] = [due_before]
+        params: list[Any] = [due_before, *lanes]
     elif _postgres(using):
         probes.append(
             "EXISTS(SELECT 1 FROM unnest(%s::bigint[]) AS queue(webhook) "  # noqa: S608
             f"CROSS JOIN unnest(%s::{_array_type(d.fields['lane'], connection)}) AS lanes(lane) "
             f"CROSS JOIN LATERAL (SELECT {due} FROM {d.table} "
             f"WHERE {d['webhook']} = queue.webhook AND {d['lane']} = lanes.lane "
-            f"AND {d['status']} = %s AND {due} <= %s ORDER BY {due} LIMIT 1) AS first_due)"
+            f"AND {d['status']} = {PENDING} AND {due} <= %s LIMIT 1) AS due)"
         )
-        params = [list(webhooks), [lane.value for lane in Lane], pending, due_before]
+        params = [list(webhooks), lanes, due_before]
     else:
-        # SQLite reads IN lists on an index's leading columns as one range per value.
-        lanes = [lane.value for lane in Lane]
+        # IN lists on the queue index's leading columns: one range per webhook and lane
+        # (named: with two webhooks or more SQLite preferred the status index).
         probes.append(
-            f"EXISTS(SELECT 1 FROM {d.table} WHERE {d['status']} = %s "  # noqa: S608
+            f"EXISTS(SELECT 1 FROM {d.table}{_indexed_by(using, QUEUE_INDEX)} "  # noqa: S608
+            f"WHERE {d['status']} = {PENDING} "
             f"AND {d['webhook']} IN ({_placeholders(len(webhooks))}) "
             f"AND {d['lane']} IN ({_placeholders(len(lanes))}) AND {due} <= %s)"
         )
-        params = [pending, *webhooks, *lanes, due_before]
+        params = [*webhooks, *lanes, due_before]
     return f"SELECT {' OR '.join(probes)}", params
 
 
@@ -517,9 +531,12 @@ def take_pending_events(
         f"FROM {e.table} WHERE {e['pending_fanout']} ORDER BY {e['created_at']} LIMIT {int(limit)}"
     )
     if _postgres(using):
+        # ``= ANY(ARRAY(...))``, not ``IN (...)``: for the IN form the planner hash-joined
+        # the chosen ids with a scan of the whole events table whenever it judged the table
+        # small (2-3 ms at 5,000 events, inside the claim lock; 0.4 ms this way).
         sql = (
             f"UPDATE {e.table} SET {e['pending_fanout']} = %s "  # noqa: S608
-            f"WHERE {e['id']} IN (SELECT {e['id']} {oldest}) RETURNING {columns}"
+            f"WHERE {e['id']} = ANY(ARRAY(SELECT {e['id']} {oldest})) RETURNING {columns}"
         )
         rows = list(_execute(using, sql, [False]))
     else:
