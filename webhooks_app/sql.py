@@ -454,8 +454,8 @@ def work_waiting(using: str, now: datetime.datetime, webhooks: Sequence[int] | N
 def work_waiting_statement(
     using: str, now: datetime.datetime, webhooks: Sequence[int] | None
 ) -> tuple[str, list[Any]]:
-    """``work_waiting``'s statement, written so that each probe can only be answered from
-    its own index, whatever the planner believes about the tables.
+    """``work_waiting``'s statement, written so that each probe reads the head of its own
+    index (on a table of more than a few pages: a smaller one is best read whole).
 
     Probes run many times a second, on tables whose statistics lag far behind (a burst of
     events in between two autovacuum runs). Written as plain ``EXISTS``, PostgreSQL chose
