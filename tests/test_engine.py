@@ -558,7 +558,7 @@ def test_taking_pending_events_marks_the_oldest_and_a_rollback_leaves_them_pendi
 
     def take_then_roll_back():
         with transaction.atomic():
-            taken.extend(sql.take_pending_events("default", 3))
+            taken.extend(sql.take_pending_events("default", 3)[1])
             raise Undo
 
     with pytest.raises(Undo):
@@ -567,7 +567,8 @@ def test_taking_pending_events_marks_the_oldest_and_a_rollback_leaves_them_pendi
     assert Event.objects.filter(pending_fanout=True).count() == 4
 
     with transaction.atomic():
-        taken = sql.take_pending_events("default", 3)
+        batch, taken = sql.take_pending_events("default", 3)
+    assert batch == 1
     assert [event[0] for event in taken] == ["evt_take_0", "evt_take_2", "evt_take_1"]
     assert taken[0][1:] == ("article.create", "", base - datetime.timedelta(seconds=3), "{}")
     assert list(Event.objects.filter(pending_fanout=True).values_list("id", flat=True)) == [

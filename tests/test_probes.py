@@ -18,7 +18,7 @@ from django.utils import timezone
 from tests.factories import ArticleFactory, WebhookFactory
 from webhooks_app import claims, sql
 from webhooks_app.events import new_delivery
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane
+from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout, Lane
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -28,9 +28,20 @@ HISTORY = 5000
 BODY = '{"data": "' + "x" * 800 + '"}'
 
 
+# One row per held webhook (holds.py): read whole, which is the right plan for it.
+SMALL_TABLES = {HeldFanout._meta.db_table}
+
+
 def plan_of(statement: str, params: list[Any]) -> dict[str, Any]:
     """What running ``statement`` read: on PostgreSQL the rows its scans threw away and
-    the relations it scanned whole; on SQLite (which plans but does not count) the scans."""
+    the relations it scanned whole (but the holds); on SQLite (which plans but does not
+    count) the scans."""
+    plan = _plan_of(statement, params)
+    plan["whole_scans"] = [table for table in plan["whole_scans"] if table not in SMALL_TABLES]
+    return plan
+
+
+def _plan_of(statement: str, params: list[Any]) -> dict[str, Any]:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
@@ -99,10 +110,12 @@ def hanging_backlog():
 @pytest.mark.parametrize("idle", [1, 2], ids=["one-webhook", "two-webhooks"])
 def test_a_probe_of_idle_webhooks_reads_nothing_of_a_hanging_ones_backlog(hanging_backlog, idle):
     fast, other, hanging = hanging_backlog
-    probed = [fast.pk, other.pk][:idle]
+    probed = {webhook.pk: 100 for webhook in [fast, other][:idle]}
+    # Held itself (its events wait as events): the holds' probe passes it by too.
+    HeldFanout.objects.create(webhook=hanging, from_batch=1)
     now = timezone.now()
     assert not sql.work_waiting("default", now, probed)
-    assert sql.work_waiting("default", now, [*probed, hanging.pk])
+    assert sql.work_waiting("default", now, {**probed, hanging.pk: 100})
 
     plan = plan_of(*sql.work_waiting_statement("default", now, probed))
 

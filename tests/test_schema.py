@@ -49,7 +49,8 @@ def test_unapplying_the_migration_brings_back_what_django_made():
             assert before == set()
         executor = MigrationExecutor(connection)
         executor.migrate([("webhooks_app", "0009_event_id_without_like_index")])
-        assert index_names(table) == declared(Event)
+        # Less what later migrations add (0010: the fan-out batches' index).
+        assert index_names(table) == declared(Event) - {"webhooks_event_batch_idx"}
     finally:
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()

@@ -33,7 +33,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from webhooks_app import sql, subscriptions
+from webhooks_app import holds, sql, subscriptions
 from webhooks_app.conf import app_settings
 from webhooks_app.delivery import Recorder
 from webhooks_app.events import new_delivery
@@ -164,11 +164,11 @@ def claim(
     if probe and not write_first:
         only = None
         if not sweep and webhooks is not None:
-            only = [
-                webhook_id
+            only = {
+                webhook_id: holds.depth(webhook)
                 for webhook_id, webhook in webhooks.items()
                 if webhook.is_active and webhook_id not in (blocked or ())
-            ]
+            }
         if not rows_waiting(timezone.now(), using=using, webhooks=only):
             return []
     with transaction.atomic(using=using):
@@ -231,12 +231,17 @@ class _Claim:
         self.held_by_finished: Mapping[int, tuple[int, int]] = {}
         self.taken: list[Claimed] = []
         self.retry_taken = 0
+        # Held webhooks (holds.py) by id: the first fan-out batch each has no rows for.
+        self.holds: dict[int, int] | None = None
+        # By webhook, when the first of its leases still held runs out.
+        self.earliest_lease_end: dict[int, datetime.datetime] = {}
 
     def run(self, fan_out_limit: int) -> list[Claimed]:
         self._count_in_flight()
         self._exclude_known_full()
         if self.any_rate_limited:
             self._exclude_rate_blocked()
+        self._release_held()
         batch = max(1, int(app_settings.BATCH_SIZE))
         holds_new_rows = sql.supported(self.using)
         if not holds_new_rows:
@@ -260,7 +265,9 @@ class _Claim:
 
     def _count_in_flight(self) -> None:
         counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for webhook_id, lane, n in sql.count_leased(self.using, self.now):
+        for webhook_id, lane, n, earliest_end in sql.count_leased(self.using, self.now):
+            known = self.earliest_lease_end.get(webhook_id)
+            self.earliest_lease_end[webhook_id] = min(known or earliest_end, earliest_end)
             counts[webhook_id][0] += n
             if lane == Lane.RETRY:
                 counts[webhook_id][1] += n
@@ -424,9 +431,11 @@ class _Claim:
             # About as many events as can be sent now: rows created for a full endpoint
             # wait as due rows, and would cost a second statement to lease later.
             limit = min(limit, max(20, self._useful_rows(Lane.FIRST, False, unknown_slack=0)))
-        events = sql.take_pending_events(self.using, limit)
+        batch, events = sql.take_pending_events(self.using, limit)
         if not events:
             return 0
+        if self.holds is None:
+            self.holds = holds.held(self.using)
         # Matched against the webhooks as they are now, not a copy: a webhook created a
         # moment ago gets the events committed after it, one disabled gets them as skipped.
         receiving = subscriptions.receiving_webhooks(self.using)
@@ -440,6 +449,8 @@ class _Claim:
             event = Event(id=event_id, name=name, model=model, created_at=created_at)
             body = event_body.encode()
             for webhook in subscriptions.matching(receiving, name, model):
+                if webhook.pk in self.holds:
+                    continue  # owed: a claim makes its row once its queue runs short
                 room = self._room_left(Lane.FIRST, borrowing=False) > 0
                 if not (
                     webhook.is_active and holds_new_rows and room and webhook.pk not in self.exclude
@@ -458,7 +469,75 @@ class _Claim:
                 held.append(row)
         sql.insert(self.using, held, returning_ids=True)
         self._insert_waiting(waiting)
+        self._hold_back_deep_queues(waiting, batch)
         return len(held) + len(waiting)
+
+    def _hold_back_deep_queues(self, waiting: Sequence[tuple[Event, Webhook]], batch: int) -> None:
+        """Hold back, from the next batch on, the active webhooks this fan-out left rows
+        waiting for that are slow (a request out for ``holds.SLOW_SECONDS``) and whose
+        queue is now at its depth (holds.py). A fast endpoint's queue deepens in a burst
+        too; held, each of its rows would cost a second write (made due, then leased)
+        instead of being made leased."""
+        assert self.holds is not None
+        candidates = {
+            webhook.pk: webhook
+            for _, webhook in waiting
+            if webhook.is_active and webhook.pk not in self.holds and self._slow(webhook)
+        }
+        for webhook_id, webhook in candidates.items():
+            depth = holds.depth(webhook)
+            if holds.queue_depth(self.using, webhook_id, depth) >= depth:
+                holds.hold(self.using, webhook_id, batch + 1)
+                self.holds[webhook_id] = batch + 1
+
+    def _slow(self, webhook: Webhook) -> bool:
+        """Has one of the webhook's requests been out for ``holds.SLOW_SECONDS``?"""
+        earliest_end = self.earliest_lease_end.get(webhook.pk)
+        if earliest_end is None:
+            return False
+        sent_by = self.now - datetime.timedelta(seconds=holds.SLOW_SECONDS)
+        # A lease ends lease_seconds after its claim (longer for a rate-limited row's
+        # wait, which only makes it look younger).
+        return earliest_end - datetime.timedelta(seconds=lease_seconds(webhook)) <= sent_by
+
+    def _release_held(self) -> None:
+        """Make the deliveries of held webhooks' owed events, oldest batch first: up to its
+        depth for a webhook with room, as skipped for a disabled one (holds.py)."""
+        self.holds = holds.held(self.using)
+        if not self.holds:
+            return
+        # As they are now, not the caller's copy: one disabled a moment ago gets skipped rows.
+        fresh = {
+            webhook.pk: webhook
+            for webhook in Webhook.objects.using(self.using).filter(id__in=list(self.holds))
+        }
+        for webhook_id, from_batch in sorted(self.holds.items(), key=lambda item: item[1]):
+            webhook = fresh.get(webhook_id)
+            if webhook is None:
+                continue  # deleted since: its hold went with it
+            if webhook.is_active:
+                if webhook_id in self.exclude:
+                    continue
+                depth = holds.depth(webhook)
+                room = depth - holds.queue_depth(self.using, webhook_id, depth)
+                if room <= 0:
+                    continue
+            else:
+                room = holds.SKIP_BATCH
+            events, caught_up = holds.owed_events(self.using, from_batch, room)
+            waiting = [
+                (Event(id=event_id, name=name, model=model, created_at=created_at), webhook)
+                for event_id, name, model, created_at, _ in events
+                if subscriptions.is_subscribed(webhook.events, webhook.models, name, model)
+            ]
+            self._insert_waiting(waiting)
+            if caught_up:
+                del self.holds[webhook_id]
+            elif events:
+                self.holds[webhook_id] = int(events[-1][4]) + 1
+            else:
+                continue
+            holds.move_on(self.using, webhook_id, self.holds.get(webhook_id))
 
     def _insert_waiting(self, waiting: Sequence[tuple[Event, Webhook]]) -> None:
         """The fan-out's rows that wait (due) or are settled already (skipped). On
@@ -565,8 +644,18 @@ class _Claim:
 
 
 def rows_waiting(
-    now: datetime.datetime, *, using: str, webhooks: Sequence[int] | None = None
+    now: datetime.datetime,
+    *,
+    using: str,
+    webhooks: Sequence[int] | Mapping[int, int] | None = None,
 ) -> bool:
-    """Is there anything a sender could do: events to fan out, or due deliveries (of
-    ``webhooks`` only, if given)?"""
-    return sql.work_waiting(using, now, webhooks)
+    """Is there anything a sender could do: events to fan out, due deliveries, or events a
+    held webhook is owed (of ``webhooks`` only, if given: with a mapping, each one's
+    ``holds.depth``; a plain list means the least)?"""
+    depths = None
+    if webhooks is not None:
+        if isinstance(webhooks, Mapping):
+            depths = dict(webhooks)
+        else:
+            depths = {webhook_id: holds.MIN_DEPTH for webhook_id in webhooks}
+    return sql.work_waiting(using, now, depths)

@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from webhooks_app import stats
-from webhooks_app.models import Delivery, DeliveryAttempt, Webhook, is_retrying
+from webhooks_app.models import Delivery, DeliveryAttempt, HeldFanout, Webhook, is_retrying
 
 DELIVERY_WINDOW = datetime.timedelta(hours=1)
 DURATION_WINDOW = datetime.timedelta(minutes=5)
@@ -59,6 +59,7 @@ class WebhooksCollector(Collector):
         yield _gauge(
             "webhooks_disabled_webhooks", "Webhooks that are disabled.", len(health.disabled)
         )
+        yield from self._holds(now, names)
         yield _gauge(
             "webhooks_worker_up",
             f"1 when a worker was seen in the last {stats.WORKER_SILENCE_SECONDS} s, else 0.",
@@ -92,6 +93,18 @@ class WebhooksCollector(Collector):
             counts[key] = counts.get(key, 0) + row["n"]
         for (webhook_id, status), count in sorted(counts.items()):
             family.add_metric([str(webhook_id), names.get(webhook_id, ""), status], count)
+        yield family
+
+    def _holds(self, now: datetime.datetime, names: dict[int, str]) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "webhooks_held_back_seconds",
+            "How long each held-back webhook (a slow endpoint with a deep queue, whose new "
+            "events wait as events) has been held back, seconds.",
+            labels=["webhook_id", "webhook"],
+        )
+        for webhook_id, held_at in HeldFanout.objects.values_list("webhook_id", "held_at"):
+            seconds = max(0.0, (now - held_at).total_seconds())
+            family.add_metric([str(webhook_id), names.get(webhook_id, "")], seconds)
         yield family
 
     def _durations(self, now: datetime.datetime) -> Metric:

@@ -280,6 +280,11 @@ class Event(models.Model):
     # True from emit() until a worker has created the event's deliveries ("fanned it out"):
     # the writer's transaction stores one row, the workers do the rest.
     pending_fanout = models.BooleanField(default=False, editable=False)
+    # Which fan-out created its deliveries, numbered in the order fan-outs ran (under the
+    # claim lock, so commit order cannot reorder them): a webhook held back from batch N on
+    # (HeldFanout) is owed the events of batches N and later. NULL until fanned out, and for
+    # events sent to chosen webhooks only (tests, resends), which never owe anyone.
+    fanout_batch = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = EventQuerySet.as_manager()
 
@@ -295,6 +300,12 @@ class Event(models.Model):
             models.Index(fields=["name", "-created_at"], name="webhooks_event_name_idx"),
             models.Index(fields=["model", "object_id"], name="webhooks_event_object_idx"),
             models.Index(fields=["object_id"], name="webhooks_event_objectid_idx"),
+            # Partial: the writer's insert (NULL) does not enter it.
+            models.Index(
+                fields=["fanout_batch"],
+                condition=Q(fanout_batch__isnull=False),
+                name="webhooks_event_batch_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -581,6 +592,28 @@ class RateLimitState(models.Model):
 
     def __str__(self) -> str:
         return f"webhook {self.webhook_id}: next slot {self.next_slot_at:%H:%M:%S.%f}"
+
+
+class HeldFanout(models.Model):
+    """A webhook whose new events wait as events, not as deliveries, while it works through
+    a backlog (a hanging, slow or rate-limited endpoint): it is owed every event it
+    subscribes to from fan-out batch ``from_batch`` on (``Event.fanout_batch``).
+
+    Claims create its deliveries, oldest first, as its queue of pending deliveries runs
+    short, and delete this row once it has caught up (claims.py). Until then each event
+    costs it nothing: a delivery row enters nine indexes and two foreign-key checks, which
+    on a machine at its limit was what a hanging endpoint took from the others
+    (docs/benchmarks.md). Deleted with its webhook; the prune keeps the events it is owed.
+    """
+
+    webhook = models.OneToOneField(
+        Webhook, primary_key=True, on_delete=models.CASCADE, related_name="held_fanout"
+    )
+    from_batch = models.BigIntegerField()
+    held_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"webhook {self.webhook_id}: held back from fan-out batch {self.from_batch}"
 
 
 class DeliveryHealth(Delivery):

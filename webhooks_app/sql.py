@@ -32,12 +32,14 @@ from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from webhooks_app.holds import releasable
 from webhooks_app.models import (
     DUE_INDEX,
     QUEUE_INDEX,
     Delivery,
     DeliveryStatus,
     Event,
+    HeldFanout,
     Lane,
     Lease,
 )
@@ -269,27 +271,31 @@ def lock(using: str, name: str) -> None:
 # --- reading what is out and what is due -----------------------------------------------------
 
 
-def count_leased(using: str, now: datetime.datetime) -> list[tuple[int, str, int]]:
-    """(webhook id, lane, rows) of the rows held right now (the leased rows' index)."""
+def count_leased(
+    using: str, now: datetime.datetime
+) -> list[tuple[int, str, int, datetime.datetime]]:
+    """(webhook id, lane, rows, earliest lease end) of the rows held right now (the leased
+    rows' index): the earliest end tells how long the oldest of them has been out."""
     if not supported(using):
         rows = (
             Delivery.objects.using(using)
             .leased(now)
             .values_list("webhook_id", "lane")
-            .annotate(n=models.Count("id"))
+            .annotate(n=models.Count("id"), earliest=models.Min("next_attempt_at"))
             .order_by()
         )
-        return [(int(w), str(lane), int(n)) for w, lane, n in rows]
+        return [(int(w), str(lane), int(n), earliest) for w, lane, n, earliest in rows]
     connection = connections[using]
     d = _of(Delivery, using)
+    due = d["next_attempt_at"]
     sql = (
-        f"SELECT {d['webhook']}, {d['lane']}, COUNT(*) FROM {d.table} "  # noqa: S608
-        f"WHERE {d['lease_token']} > '' AND {d['next_attempt_at']} > %s "
+        f"SELECT {d['webhook']}, {d['lane']}, COUNT(*), MIN({due}) FROM {d.table} "  # noqa: S608
+        f"WHERE {d['lease_token']} > '' AND {due} > %s "
         f"GROUP BY {d['webhook']}, {d['lane']}"
     )
     return [
-        (int(webhook_id), str(lane), int(count))
-        for webhook_id, lane, count in _execute(
+        (int(webhook_id), str(lane), int(count), read_datetime(earliest))
+        for webhook_id, lane, count, earliest in _execute(
             using, sql, [d.value("next_attempt_at", now, connection)]
         )
     ]
@@ -436,23 +442,33 @@ def _due_rows_with_the_orm(
     return list(rows.values_list(*DUE_COLUMNS, "event__body")[:limit])
 
 
-def work_waiting(using: str, now: datetime.datetime, webhooks: Sequence[int] | None = None) -> bool:
-    """Is there anything a sender could do: events to fan out, or due deliveries (of
-    ``webhooks`` only, if given)? One round trip."""
+def work_waiting(
+    using: str, now: datetime.datetime, webhooks: Mapping[int, int] | None = None
+) -> bool:
+    """Is there anything a sender could do: events to fan out, due deliveries, or events a
+    held webhook is owed while its queue is shorter than its depth (holds.py)? With
+    ``webhooks`` (id: depth) only those webhooks' rows and holds count; without, every due
+    row and every hold. One round trip; a second only when a hold may have to be looked
+    at (on SQLite, or for every webhook)."""
     if webhooks is not None and not webhooks:
-        webhooks = [0]  # no webhook has id 0: only events to fan out count
+        webhooks = {0: 1}  # no webhook has id 0: only events to fan out count
     if not supported(using):
         due = Delivery.objects.using(using).due(now)
         if webhooks is not None:
-            due = due.filter(webhook_id__in=webhooks)
-        return Event.objects.using(using).filter(pending_fanout=True).exists() or due.exists()
+            due = due.filter(webhook_id__in=list(webhooks))
+        if Event.objects.using(using).filter(pending_fanout=True).exists() or due.exists():
+            return True
+        return releasable(using, webhooks)
     sql, params = work_waiting_statement(using, now, webhooks)
     (row,) = _execute(using, sql, params)
-    return bool(row[0])
+    if row[0]:
+        return True
+    # The second column, where there is one, says whether any of them is held.
+    return len(row) > 1 and bool(row[1]) and releasable(using, webhooks)
 
 
 def work_waiting_statement(
-    using: str, now: datetime.datetime, webhooks: Sequence[int] | None
+    using: str, now: datetime.datetime, webhooks: Mapping[int, int] | None
 ) -> tuple[str, list[Any]]:
     """``work_waiting``'s statement, written so that each probe reads the head of its own
     index (on a table of more than a few pages: a smaller one is best read whole).
@@ -466,10 +482,17 @@ def work_waiting_statement(
     subquery keeps its ``ORDER BY`` and ``LIMIT``, which ``EXISTS`` would drop): the
     pending events' index, or, for every webhook, the due index. For the webhooks given,
     one range of their queue index (webhook, lane, due) per webhook and lane, with no order
-    to keep (PostgreSQL read the due index for an order, and filtered)."""
+    to keep (PostgreSQL read the due index for an order, and filtered).
+
+    Holds: with ``webhooks``, on PostgreSQL, a hold of one of them whose queue has no row at
+    its depth (``OFFSET depth - 1``, read from the queue index); on SQLite, which allows no
+    ``OFFSET`` from the outer query, a second column saying whether one of them is held at
+    all. Without, a second column saying whether any webhook is held (each one's depth
+    depends on its cap: ``holds.releasable`` looks)."""
     connection = connections[using]
     d = _of(Delivery, using)
     e = _of(Event, using)
+    h = _of(HeldFanout, using)
     due_before = d.value("next_attempt_at", now, connection)
     lanes = [lane.value for lane in Lane]
     probes = [
@@ -494,6 +517,14 @@ def work_waiting_statement(
             f"AND {d['status']} = {PENDING} AND {due} <= %s LIMIT 1) AS due)"
         )
         params = [list(webhooks), lanes, due_before]
+        probes.append(
+            f"EXISTS(SELECT 1 FROM {h.table} h "  # noqa: S608
+            "JOIN unnest(%s::bigint[], %s::integer[]) AS refill(webhook, depth) "
+            f"ON refill.webhook = h.{h['webhook']} "
+            f"WHERE (SELECT 1 FROM {d.table} WHERE {d['webhook']} = refill.webhook "
+            f"AND {d['status']} = {PENDING} OFFSET refill.depth - 1 LIMIT 1) IS NULL)"
+        )
+        params += [list(webhooks), list(webhooks.values())]
     else:
         # IN lists on the queue index's leading columns: one range per webhook and lane
         # (named: with two webhooks or more SQLite preferred the status index).
@@ -504,24 +535,36 @@ def work_waiting_statement(
             f"AND {d['lane']} IN ({_placeholders(len(lanes))}) AND {due} <= %s)"
         )
         params = [*webhooks, *lanes, due_before]
+        held = (
+            f"EXISTS(SELECT 1 FROM {h.table} "  # noqa: S608
+            f"WHERE {h['webhook']} IN ({_placeholders(len(webhooks))}))"
+        )
+        return f"SELECT {' OR '.join(probes)}, {held}", [*params, *webhooks]
+    if webhooks is None:
+        return f"SELECT {' OR '.join(probes)}, EXISTS(SELECT 1 FROM {h.table})", params  # noqa: S608
     return f"SELECT {' OR '.join(probes)}", params
 
 
 def take_pending_events(
     using: str, limit: int
-) -> list[tuple[str, str, str, datetime.datetime, str]]:
-    """(id, name, model, created_at, body) of the oldest events not fanned out yet, oldest
-    first, marked fanned out: the caller creates their deliveries in the same transaction
-    (under the claim lock), so they commit or roll back together. On PostgreSQL one
-    ``UPDATE ... RETURNING`` (a claim's statement fewer); elsewhere a read, then the mark."""
+) -> tuple[int, list[tuple[str, str, str, datetime.datetime, str]]]:
+    """The next fan-out batch's number, and (id, name, model, created_at, body) of the
+    oldest events not fanned out yet, oldest first, marked fanned out in that batch: the
+    caller creates their deliveries in the same transaction (under the claim lock), so they
+    commit or roll back together, and batches are numbered in the order fan-outs ran. On
+    PostgreSQL one ``UPDATE ... RETURNING`` (a claim's statement fewer); elsewhere a read,
+    then the mark."""
     if not supported(using):
         events = list(
             Event.objects.using(using)
             .pending_fanout()
             .values_list("id", "name", "model", "created_at", "body")[:limit]
         )
-        mark_fanned_out(using, [event[0] for event in events])
-        return events
+        if not events:
+            return 0, []
+        batch = next_fanout_batch(using)
+        mark_fanned_out(using, [event[0] for event in events], batch)
+        return batch, events
     e = _of(Event, using)
     columns = f"{e['id']}, {e['name']}, {e['model']}, {e['created_at']}, {e['body']}"
     oldest = (
@@ -533,41 +576,68 @@ def take_pending_events(
     if _postgres(using):
         # ``= ANY(ARRAY(...))``, not ``IN (...)``: for the IN form the planner hash-joined
         # the chosen ids with a scan of the whole events table whenever it judged the table
-        # small (2-3 ms at 5,000 events, inside the claim lock; 0.4 ms this way).
+        # small (2-3 ms at 5,000 events, inside the claim lock; 0.4 ms this way). The
+        # batch's number is an uncorrelated subquery: computed once, before the update.
         sql = (
-            f"UPDATE {e.table} SET {e['pending_fanout']} = %s "  # noqa: S608
-            f"WHERE {e['id']} = ANY(ARRAY(SELECT {e['id']} {oldest})) RETURNING {columns}"
+            f"UPDATE {e.table} SET {e['pending_fanout']} = %s, "  # noqa: S608
+            f"{e['fanout_batch']} = ({_next_batch_sql(using)}) "
+            f"WHERE {e['id']} = ANY(ARRAY(SELECT {e['id']} {oldest})) "
+            f"RETURNING {columns}, {e['fanout_batch']}"
         )
         rows = list(_execute(using, sql, [False]))
+        batch = int(rows[0][-1]) if rows else 0
+        rows = [row[:-1] for row in rows]
     else:
         rows = list(_execute(using, f"SELECT {columns} {oldest}", []))
-        mark_fanned_out(using, [str(row[0]) for row in rows])
+        batch = next_fanout_batch(using) if rows else 0
+        mark_fanned_out(using, [str(row[0]) for row in rows], batch)
     events = [
         (str(id_), str(name), str(model), read_datetime(created), str(body))
         for id_, name, model, created, body in rows
     ]
     # RETURNING keeps no order: oldest first, as they were chosen.
     events.sort(key=lambda event: (event[3], event[0]))
-    return events
+    return batch, events
+
+
+def _next_batch_sql(using: str) -> str:
+    """The next fan-out batch: after every batch an event still carries, and never below a
+    held webhook's ``from_batch`` (the events of the batches before it may all have been
+    pruned, and a number used again would be one that webhook is not owed)."""
+    e = _of(Event, using)
+    h = _of(HeldFanout, using)
+    return (
+        "SELECT COALESCE(MAX(batches.number), 0) + 1 FROM ("  # noqa: S608
+        f"SELECT MAX({e['fanout_batch']}) AS number FROM {e.table} "
+        f"UNION ALL SELECT MAX({h['from_batch']}) - 1 FROM {h.table}) AS batches"
+    )
+
+
+def next_fanout_batch(using: str) -> int:
+    """``_next_batch_sql``'s number, where one statement cannot take and mark."""
+    (row,) = _execute(using, _next_batch_sql(using), [])
+    return int(row[0])
 
 
 # --- writing ---------------------------------------------------------------------------------
 
 
-def mark_fanned_out(using: str, event_ids: Sequence[str]) -> None:
+def mark_fanned_out(using: str, event_ids: Sequence[str], batch: int) -> None:
     """``take_pending_events``'s mark where one statement cannot take and mark (not on
     PostgreSQL)."""
     if not supported(using):
-        Event.objects.using(using).filter(id__in=event_ids).update(pending_fanout=False)
+        Event.objects.using(using).filter(id__in=event_ids).update(
+            pending_fanout=False, fanout_batch=batch
+        )
         return
     e = _of(Event, using)
     for start in range(0, len(event_ids), 500):
         chunk = event_ids[start : start + 500]
         sql = (
-            f"UPDATE {e.table} SET {e['pending_fanout']} = %s "  # noqa: S608
+            f"UPDATE {e.table} SET {e['pending_fanout']} = %s, {e['fanout_batch']} = %s "  # noqa: S608
             f"WHERE {e['id']} IN ({_placeholders(len(chunk))})"
         )
-        _execute(using, sql, [False, *chunk])
+        _execute(using, sql, [False, batch, *chunk])
 
 
 def lease(

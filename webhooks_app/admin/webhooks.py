@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from webhooks_app import operations, signing, stats
+from webhooks_app import holds, operations, signing, stats
 from webhooks_app.admin.charts import activity_chart
 from webhooks_app.admin.common import (
     WebhooksModelAdmin,
@@ -34,6 +34,8 @@ from webhooks_app.delivery import redact_headers, restore_redacted
 from webhooks_app.models import Delivery, Webhook
 
 RECENT_DELIVERIES = 20
+# A held webhook's owed events are counted up to this many on its page.
+HELD_COUNTED = 10_000
 GRACE_CHOICES = [
     ("0", "none: the old secret stops working now"),
     ("3600", "1 hour"),
@@ -180,6 +182,7 @@ class WebhookAdmin(WebhooksModelAdmin):
                 "fields": [
                     "disable_after_seconds",
                     "disable_after_failures",
+                    "held_back",
                     "consecutive_failures",
                     "failing_since_shown",
                     "disable_warned_at_shown",
@@ -199,6 +202,7 @@ class WebhookAdmin(WebhooksModelAdmin):
         "masked_secret",
         "declaration",
         "recent_deliveries",
+        "held_back",
         "consecutive_failures",
         "failing_since_shown",
         "disable_warned_at_shown",
@@ -282,6 +286,20 @@ class WebhookAdmin(WebhooksModelAdmin):
             "{} {}",
             status_badge(obj.last_delivery_status),
             moment(obj.last_delivery_at),
+        )
+
+    @admin.display(description="held back")
+    def held_back(self, obj: Webhook) -> str:
+        held = holds.shown(obj.pk, using=obj._state.db or "default", most=HELD_COUNTED)
+        if held is None:
+            return "—"
+        hold, count = held
+        counted = f"{count:,}+" if count >= HELD_COUNTED else f"{count:,}"
+        since = hold.held_at.astimezone(datetime.UTC)
+        return (
+            f"Its queue has been deep since {since:%Y-%m-%d %H:%M:%S} UTC: {counted} events "
+            "fanned out since then wait as events, and become its deliveries, oldest "
+            "first, as it catches up."
         )
 
     @admin.display(description="secret")

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from webhooks_app import holds
 from webhooks_app.management.cli import (
     Progress,
     UsageError,
@@ -96,8 +97,11 @@ Exit status: 0 when done, 2 for bad arguments."""
     def _prune_events(self, before: datetime.datetime, size: int) -> int:
         """Events older than the youngest age with no delivery left. An event still waiting
         for a worker to create its deliveries (pending fan-out) is the outbox itself: kept."""
-        orphans = Event.objects.filter(created_at__lt=before, pending_fanout=False).exclude(
-            Exists(Delivery.objects.filter(event=OuterRef("pk")))
+        # Nor one a held webhook is still owed: its delivery is yet to be made.
+        orphans = holds.not_owed(
+            Event.objects.filter(created_at__lt=before, pending_fanout=False).exclude(
+                Exists(Delivery.objects.filter(event=OuterRef("pk")))
+            )
         )
         deleted = 0
         while True:
