@@ -3,17 +3,20 @@ what it is owed is made into deliveries later, oldest first, and nothing is lost
 
 import datetime
 import io
+import threading
+import time
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import ArticleFactory, WebhookFactory
-from webhooks_app import claims, holds, sql
+from tests.receiver import Response
+from webhooks_app import claims, engine, holds, sql, tasks
 from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
@@ -306,3 +309,42 @@ def test_the_metrics_say_how_long_each_webhook_has_been_held_back(client, slow):
     ((labels, seconds),) = [(sample.labels, sample.value) for sample in held]
     assert labels == {"webhook_id": str(slow.pk), "webhook": "slow one"}
     assert 120 <= seconds < 130
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_held_endpoint_gets_every_event_once_through_real_runs(receiver, monkeypatch):
+    """Runs on a worker thread, events committed one by one while the endpoint answers in
+    a quarter of a second, one request at a time: it is held back, then fed from what it is
+    owed, and every event reaches it exactly once."""
+    receiver.default = Response(200, delay=0.25)
+    WebhookFactory(url=receiver.url, max_in_flight=1)
+    # Committed for the worker's thread to see, without the inline run each commit starts.
+    monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
+    stop = threading.Event()
+
+    def work():
+        try:
+            while not stop.is_set():
+                engine.Run(budget=0.5, linger=0).run()
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    held_seen = False
+    try:
+        for _ in range(20):
+            ArticleFactory()
+            held_seen = held_seen or HeldFanout.objects.exists()
+            time.sleep(0.05)
+        receiver.wait_for(20, timeout=30)
+        time.sleep(0.5)  # anything sent twice would be in by now
+    finally:
+        stop.set()
+        worker.join(15)
+
+    assert held_seen
+    sent = sorted(request.json["id"] for request in receiver.requests)
+    assert sent == sorted(Event.objects.values_list("id", flat=True))
+    assert not HeldFanout.objects.exists()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.SUCCEEDED}

@@ -504,20 +504,21 @@ class _Claim:
         """Make the deliveries of held webhooks' owed events, oldest batch first: up to its
         depth for a webhook with room, as skipped for a disabled one (holds.py)."""
         self.holds = holds.held(self.using)
-        if not self.holds:
+        # A webhook at its cap has no room (the usual case: the hold is for an endpoint that
+        # hangs); one disabled since the caller's copy was read is found by a sweep.
+        candidates = [webhook_id for webhook_id in self.holds if webhook_id not in self.exclude]
+        if not candidates:
             return
         # As they are now, not the caller's copy: one disabled a moment ago gets skipped rows.
         fresh = {
             webhook.pk: webhook
-            for webhook in Webhook.objects.using(self.using).filter(id__in=list(self.holds))
+            for webhook in Webhook.objects.using(self.using).filter(id__in=candidates)
         }
         for webhook_id, from_batch in sorted(self.holds.items(), key=lambda item: item[1]):
             webhook = fresh.get(webhook_id)
             if webhook is None:
-                continue  # deleted since: its hold went with it
+                continue  # at its cap, or deleted since (its hold went with it)
             if webhook.is_active:
-                if webhook_id in self.exclude:
-                    continue
                 depth = holds.depth(webhook)
                 room = depth - holds.queue_depth(self.using, webhook_id, depth)
                 if room <= 0:
