@@ -35,7 +35,7 @@ SLOW_SECONDS = 0.5
 # (and never below MIN_DEPTH): enough that its slots never wait for a release.
 DEPTH_PER_SLOT = 4
 MIN_DEPTH = 100
-# Owed events read per release of a disabled webhook (made skipped, in one statement).
+# Owed events a sweep makes skipped rows of, per disabled webhook (in one statement).
 SKIP_BATCH = 500
 
 
