@@ -34,6 +34,7 @@ SCRIPTS = {
     "latency": "latency.py",
     "isolation": "isolation.py",
     "backlog": "backlog.py",
+    "held_backlog": "held_backlog.py",
 }
 
 
