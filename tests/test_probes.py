@@ -98,8 +98,14 @@ def hanging_backlog():
     event = Event.objects.first()
     long_ago = timezone.now() - datetime.timedelta(hours=1)
     Event.objects.bulk_create(
-        Event(name="create", model="tests.article", body=BODY, created_at=long_ago)
-        for _ in range(HISTORY)
+        Event(
+            name="create",
+            model="tests.article",
+            body=BODY,
+            created_at=long_ago,
+            fanout_batch=1 + number // 200,
+        )
+        for number in range(HISTORY)
     )
     Delivery.objects.bulk_create(
         new_delivery(event, hanging, due_at=long_ago) for _ in range(BACKLOG)
@@ -114,8 +120,8 @@ def test_a_probe_of_idle_webhooks_reads_nothing_of_a_hanging_ones_backlog(hangin
     # Held itself (its events wait as events): the holds' probe passes it by too.
     HeldFanout.objects.create(webhook=hanging, from_batch=1)
     now = timezone.now()
-    assert not sql.work_waiting("default", now, probed)
-    assert sql.work_waiting("default", now, {**probed, hanging.pk: 100})
+    assert not sql.work_waiting("default", now, probed).work
+    assert sql.work_waiting("default", now, {**probed, hanging.pk: 100}).work
 
     plan = plan_of(*sql.work_waiting_statement("default", now, probed))
 
@@ -128,7 +134,7 @@ def test_a_probe_of_idle_webhooks_reads_nothing_of_a_hanging_ones_backlog(hangin
 
 def test_a_probe_of_every_webhook_stops_at_the_first_due_row(hanging_backlog):
     now = timezone.now()
-    assert sql.work_waiting("default", now)
+    assert sql.work_waiting("default", now).work
 
     plan = plan_of(*sql.work_waiting_statement("default", now, None))
 
@@ -171,6 +177,17 @@ def test_a_walk_of_the_due_rows_reads_the_due_index(hanging_backlog):
 
     assert "webhooks_delivery_due_idx" in plan["indexes"]
     assert plan["whole_scans"] == []
+
+
+def test_numbering_a_fan_out_reads_the_head_of_the_batch_index(hanging_backlog):
+    assert sql.next_fanout_batch("default") == 1 + (HISTORY - 1) // 200 + 1
+
+    plan = plan_of(sql._next_batch_sql("default"), [])
+
+    assert "webhooks_event_batch_idx" in plan["indexes"]
+    assert plan["whole_scans"] == []
+    if plan["thrown_away"] is not None:
+        assert plan["thrown_away"] == 0
 
 
 def test_taking_pending_events_reads_only_the_pending_ones(hanging_backlog):

@@ -663,4 +663,5 @@ def rows_waiting(
             depths = dict(webhooks)
         else:
             depths = {webhook_id: holds.MIN_DEPTH for webhook_id in webhooks}
-    return sql.work_waiting(using, now, depths)
+    probe = sql.work_waiting(using, now, depths)
+    return probe.work or (probe.held and holds.releasable(using, depths))

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 from django.db.models import Exists, OuterRef, QuerySet
 
+from webhooks_app import sql
 from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout, Webhook
 
 # Only an endpoint with a request out this long is held back: a fast one's queue deepens in
@@ -56,7 +57,7 @@ def queue_depth(using: str, webhook_id: int, limit: int) -> int:
 
 def held(using: str) -> dict[int, int]:
     """Every held webhook's id, with the first fan-out batch it has no rows for."""
-    return dict(HeldFanout.objects.using(using).values_list("webhook_id", "from_batch"))
+    return sql.held_fanouts(using)
 
 
 def hold(using: str, webhook_id: int, from_batch: int) -> None:

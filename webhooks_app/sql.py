@@ -25,14 +25,13 @@ import json
 import operator
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connections, models
 from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from webhooks_app.holds import releasable
 from webhooks_app.models import (
     DUE_INDEX,
     QUEUE_INDEX,
@@ -442,14 +441,22 @@ def _due_rows_with_the_orm(
     return list(rows.values_list(*DUE_COLUMNS, "event__body")[:limit])
 
 
+class Probe(NamedTuple):
+    """What ``work_waiting`` found: work for a sender, or (only when there is none) a held
+    webhook whose queue ``holds.releasable`` must look at."""
+
+    work: bool
+    held: bool
+
+
 def work_waiting(
     using: str, now: datetime.datetime, webhooks: Mapping[int, int] | None = None
-) -> bool:
+) -> Probe:
     """Is there anything a sender could do: events to fan out, due deliveries, or events a
     held webhook is owed while its queue is shorter than its depth (holds.py)? With
     ``webhooks`` (id: depth) only those webhooks' rows and holds count; without, every due
-    row and every hold. One round trip; a second only when a hold may have to be looked
-    at (on SQLite, or for every webhook)."""
+    row and every hold. One round trip; ``held`` says when the caller must look at a hold's
+    queue (on SQLite, or for every webhook)."""
     if webhooks is not None and not webhooks:
         webhooks = {0: 1}  # no webhook has id 0: only events to fan out count
     if not supported(using):
@@ -457,14 +464,25 @@ def work_waiting(
         if webhooks is not None:
             due = due.filter(webhook_id__in=list(webhooks))
         if Event.objects.using(using).filter(pending_fanout=True).exists() or due.exists():
-            return True
-        return releasable(using, webhooks)
+            return Probe(work=True, held=False)
+        held = HeldFanout.objects.using(using)
+        if webhooks is not None:
+            held = held.filter(webhook_id__in=list(webhooks))
+        return Probe(work=False, held=bool(held.exists()))
     sql, params = work_waiting_statement(using, now, webhooks)
     (row,) = _execute(using, sql, params)
-    if row[0]:
-        return True
     # The second column, where there is one, says whether any of them is held.
-    return len(row) > 1 and bool(row[1]) and releasable(using, webhooks)
+    return Probe(work=bool(row[0]), held=not row[0] and len(row) > 1 and bool(row[1]))
+
+
+def held_fanouts(using: str) -> dict[int, int]:
+    """Every held webhook's id, with the first fan-out batch it has no rows for (read in
+    every claim: hand-written, as compiling the ORM's query cost more than running it)."""
+    if not supported(using):
+        return dict(HeldFanout.objects.using(using).values_list("webhook_id", "from_batch"))
+    h = _of(HeldFanout, using)
+    sql = f"SELECT {h['webhook']}, {h['from_batch']} FROM {h.table}"  # noqa: S608
+    return {int(webhook_id): int(batch) for webhook_id, batch in _execute(using, sql, [])}
 
 
 def work_waiting_statement(
@@ -608,7 +626,9 @@ def _next_batch_sql(using: str) -> str:
     h = _of(HeldFanout, using)
     return (
         "SELECT COALESCE(MAX(batches.number), 0) + 1 FROM ("  # noqa: S608
+        # The condition is the batch index's own: without it SQLite reads the whole table.
         f"SELECT MAX({e['fanout_batch']}) AS number FROM {e.table} "
+        f"WHERE {e['fanout_batch']} IS NOT NULL "
         f"UNION ALL SELECT MAX({h['from_batch']}) - 1 FROM {h.table}) AS batches"
     )
 
