@@ -17,7 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
 from webhooks_app import claims, engine, holds, sql, tasks
-from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout, Webhook
+from webhooks_app.models import (
+    DECLARED_INACTIVE_REASON,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    HeldFanout,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -357,3 +364,82 @@ def test_a_held_endpoint_gets_every_event_once_through_real_runs(receiver, monke
     assert sent == sorted(Event.objects.values_list("id", flat=True))
     assert not HeldFanout.objects.exists()
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.SUCCEEDED}
+
+
+def test_a_held_webhook_disabled_gets_its_new_events_skipped_at_once_and_nothing_twice(slow):
+    deepen(slow)
+    ArticleFactory.create_batch(3)
+    claim()  # owed
+    slow.is_active = False
+    slow.disabled_reason = "Disabled by an operator."
+    slow.save()
+    copy = {webhook.pk: webhook for webhook in Webhook.objects.all()}
+    ArticleFactory.create_batch(2)
+
+    claim(webhooks=copy, sweep=False)  # no sweep: nothing owed is made; the new get rows
+
+    assert HeldFanout.objects.get().until_batch is not None
+    newest = Event.objects.order_by("-fanout_batch")[:2]
+    assert {row.status for row in Delivery.objects.filter(event__in=newest, webhook=slow)} == {
+        DeliveryStatus.SKIPPED
+    }
+    slow.is_active = True  # re-enabled before a sweep made the owed ones skipped
+    slow.disabled_reason = ""
+    slow.save()
+    settle(slow)
+    ArticleFactory()
+    claim()  # its own new row at once, and the owed ones, due, as its queue has room
+
+    assert not HeldFanout.objects.exists()
+    assert sorted(events_of(slow)) == sorted(Event.objects.values_list("id", flat=True))
+
+
+def test_a_held_webhook_deactivated_in_settings_gets_nothing_new(slow):
+    deepen(slow)
+    ArticleFactory.create_batch(3)
+    claim()
+    owed = set(
+        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
+            "id", flat=True
+        )
+    )
+    Webhook.objects.filter(pk=slow.pk).update(
+        is_active=False, managed_by_settings=True, disabled_reason=DECLARED_INACTIVE_REASON
+    )
+    copy = {webhook.pk: webhook for webhook in Webhook.objects.all()}
+    ArticleFactory.create_batch(2)
+    claim(webhooks=copy, sweep=False)
+
+    claim()  # a sweep: what it was owed while it received becomes skipped, as rows would
+
+    made = Delivery.objects.filter(webhook=slow, event_id__in=Event.objects.values("id"))
+    assert (
+        set(made.filter(status=DeliveryStatus.SKIPPED).values_list("event_id", flat=True)) >= owed
+    )
+    assert made.count() == 9 + len(owed)  # nothing for the two events after it was removed
+    assert not HeldFanout.objects.exists()
+
+
+def test_retries_waiting_do_not_keep_a_held_webhooks_new_events_waiting(slow):
+    deepen(slow)
+    ArticleFactory.create_batch(2)
+    claim()
+    owed = set(
+        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
+            "id", flat=True
+        )
+    )
+    # Every row it has failed once and waits an hour for its retry: nine pending rows, but
+    # no first attempt.
+    Delivery.objects.filter(webhook=slow).update(
+        lane="retry",
+        attempts=1,
+        lease_token="",
+        next_attempt_at=timezone.now() + datetime.timedelta(hours=1),
+    )
+
+    taken = claim()
+
+    assert owed <= set(events_of(slow))
+    assert {item.delivery.event_id for item in taken} <= owed
+    assert not HeldFanout.objects.exists()

@@ -231,8 +231,9 @@ class _Claim:
         self.held_by_finished: Mapping[int, tuple[int, int]] = {}
         self.taken: list[Claimed] = []
         self.retry_taken = 0
-        # Held webhooks (holds.py) by id: the first fan-out batch each has no rows for.
-        self.holds: dict[int, int] | None = None
+        # Held webhooks (holds.py) by id: the first fan-out batch each has no rows for, and
+        # the batch its hold ends at (None: open, its new events are owed too).
+        self.holds: dict[int, tuple[int, int | None]] | None = None
         # By webhook, when the first of its leases still held runs out.
         self.earliest_lease_end: dict[int, datetime.datetime] = {}
 
@@ -442,6 +443,7 @@ class _Claim:
         active = [webhook for webhook in receiving if webhook.is_active]
         self.webhooks.update((webhook.pk, webhook) for webhook in active)
         self.fresh_webhooks = active
+        self._close_holds_of_webhooks_not_receiving(batch, active)
         held: list[Delivery] = []
         # Rows not sent now (their endpoint is full, or it is disabled: created skipped).
         waiting: list[tuple[Event, Webhook]] = []
@@ -449,7 +451,8 @@ class _Claim:
             event = Event(id=event_id, name=name, model=model, created_at=created_at)
             body = event_body.encode()
             for webhook in subscriptions.matching(receiving, name, model):
-                if webhook.pk in self.holds:
+                hold = self.holds.get(webhook.pk)
+                if hold is not None and hold[1] is None:
                     continue  # owed: a claim makes its row once its queue runs short
                 room = self._room_left(Lane.FIRST, borrowing=False) > 0
                 if not (
@@ -488,7 +491,18 @@ class _Claim:
             depth = holds.depth(webhook)
             if holds.queue_depth(self.using, webhook_id, depth) >= depth:
                 holds.hold(self.using, webhook_id, batch + 1)
-                self.holds[webhook_id] = batch + 1
+                self.holds[webhook_id] = (batch + 1, None)
+
+    def _close_holds_of_webhooks_not_receiving(self, batch: int, active: Sequence[Webhook]) -> None:
+        """A held webhook disabled, or deactivated in settings, gets this batch's rows from
+        the fan-out again (skipped, or none): its hold owes only the batches before, and
+        is settled by sweeps (``_release_held``)."""
+        assert self.holds is not None
+        active_ids = {webhook.pk for webhook in active}
+        for webhook_id, (from_batch, until_batch) in list(self.holds.items()):
+            if until_batch is None and webhook_id not in active_ids:
+                holds.close(self.using, webhook_id, batch)
+                self.holds[webhook_id] = (from_batch, batch)
 
     def _slow(self, webhook: Webhook) -> bool:
         """Has one of the webhook's requests been out for ``holds.SLOW_SECONDS``?"""
@@ -514,7 +528,9 @@ class _Claim:
             webhook.pk: webhook
             for webhook in Webhook.objects.using(self.using).filter(id__in=candidates)
         }
-        for webhook_id, from_batch in sorted(self.holds.items(), key=lambda item: item[1]):
+        for webhook_id, (from_batch, until_batch) in sorted(
+            self.holds.items(), key=lambda item: item[1][0]
+        ):
             webhook = fresh.get(webhook_id)
             if webhook is None:
                 continue  # at its cap, or deleted since (its hold went with it)
@@ -529,7 +545,7 @@ class _Claim:
                 room = holds.SKIP_BATCH
             else:
                 continue
-            events, caught_up = holds.owed_events(self.using, from_batch, room)
+            events, caught_up = holds.owed_events(self.using, from_batch, room, until_batch)
             waiting = [
                 (Event(id=event_id, name=name, model=model, created_at=created_at), webhook)
                 for event_id, name, model, created_at, _ in events
@@ -538,11 +554,10 @@ class _Claim:
             self._insert_waiting(waiting)
             if caught_up:
                 del self.holds[webhook_id]
+                holds.move_on(self.using, webhook_id, None)
             elif events:
-                self.holds[webhook_id] = int(events[-1][4]) + 1
-            else:
-                continue
-            holds.move_on(self.using, webhook_id, self.holds.get(webhook_id))
+                self.holds[webhook_id] = (int(events[-1][4]) + 1, until_batch)
+                holds.move_on(self.using, webhook_id, int(events[-1][4]) + 1)
 
     def _insert_waiting(self, waiting: Sequence[tuple[Event, Webhook]]) -> None:
         """The fan-out's rows that wait (due) or are settled already (skipped). On

@@ -24,10 +24,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from webhooks_app import sql
-from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout, Webhook
+from webhooks_app.models import Delivery, DeliveryStatus, Event, HeldFanout, Lane, Webhook
 
 # Only an endpoint with a request out this long is held back: a fast one's queue deepens in
 # a burst as well, and held, its rows would each be written twice (made due, then leased).
@@ -47,16 +47,19 @@ def depth(webhook: Webhook) -> int:
 
 
 def queue_depth(using: str, webhook_id: int, limit: int) -> int:
-    """The webhook's pending deliveries (its queue index), counted up to ``limit``."""
+    """The webhook's pending first attempts (its queue index), counted up to ``limit``.
+    Retries are left out: rows waiting minutes for their next attempt must not keep a
+    recovered endpoint's new events waiting (retries never starve first attempts)."""
     pending = Delivery.objects.using(using).filter(
-        webhook_id=webhook_id, status=DeliveryStatus.PENDING
+        webhook_id=webhook_id, status=DeliveryStatus.PENDING, lane=Lane.FIRST
     )
     # The webhook's column, not the id: read from the queue index alone.
     return int(pending.values("webhook_id")[:limit].count())
 
 
-def held(using: str) -> dict[int, int]:
-    """Every held webhook's id, with the first fan-out batch it has no rows for."""
+def held(using: str) -> dict[int, tuple[int, int | None]]:
+    """Every held webhook's id, with the first fan-out batch it has no rows for, and the
+    batch its hold ends at (None: open)."""
     return sql.held_fanouts(using)
 
 
@@ -64,13 +67,21 @@ def hold(using: str, webhook_id: int, from_batch: int) -> None:
     HeldFanout.objects.using(using).create(webhook_id=webhook_id, from_batch=from_batch)
 
 
+def close(using: str, webhook_id: int, until_batch: int) -> None:
+    """The webhook stopped receiving: the fan-out makes its rows (skipped) or none again
+    from ``until_batch`` on, and the hold owes only the batches before."""
+    HeldFanout.objects.using(using).filter(webhook_id=webhook_id).update(until_batch=until_batch)
+
+
 def owed_events(
-    using: str, from_batch: int, limit: int
+    using: str, from_batch: int, limit: int, until_batch: int | None = None
 ) -> tuple[list[tuple[str, str, str, datetime.datetime, int]], bool]:
     """(id, name, model, created_at, batch) of the events of whole fan-out batches from
     ``from_batch`` on, about ``limit`` of them (a batch is never split, so a batch larger
     than ``limit`` is read whole), oldest batch first; and whether these are all there are."""
     events = Event.objects.using(using).filter(fanout_batch__gte=from_batch)
+    if until_batch is not None:
+        events = events.filter(fanout_batch__lt=until_batch)
     fields = ("id", "name", "model", "created_at", "fanout_batch")
     rows = list(events.order_by("fanout_batch").values_list(*fields)[: limit + 1])
     if len(rows) <= limit:
@@ -111,7 +122,9 @@ def releasable(using: str, depths: Mapping[int, int] | None) -> bool:
 
 def not_owed(events: QuerySet[Event]) -> QuerySet[Event]:
     """``events`` without those a held webhook is still owed (the prune's guard)."""
-    owed = HeldFanout.objects.filter(from_batch__lte=OuterRef("fanout_batch"))
+    owed = HeldFanout.objects.filter(from_batch__lte=OuterRef("fanout_batch")).filter(
+        Q(until_batch__isnull=True) | Q(until_batch__gt=OuterRef("fanout_batch"))
+    )
     return events.exclude(Exists(owed))
 
 

@@ -610,6 +610,10 @@ class HeldFanout(models.Model):
         Webhook, primary_key=True, on_delete=models.CASCADE, related_name="held_fanout"
     )
     from_batch = models.BigIntegerField()
+    # Set by the fan-out that finds the webhook no longer receiving (disabled, or deactivated
+    # in settings): from this batch on, the fan-out makes its rows (skipped) or none again,
+    # and the hold owes only the batches before.
+    until_batch = models.BigIntegerField(null=True, blank=True)
     held_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

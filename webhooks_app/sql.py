@@ -475,14 +475,22 @@ def work_waiting(
     return Probe(work=bool(row[0]), held=not row[0] and len(row) > 1 and bool(row[1]))
 
 
-def held_fanouts(using: str) -> dict[int, int]:
-    """Every held webhook's id, with the first fan-out batch it has no rows for (read in
-    every claim: hand-written, as compiling the ORM's query cost more than running it)."""
+def held_fanouts(using: str) -> dict[int, tuple[int, int | None]]:
+    """Every held webhook's id, with the first fan-out batch it has no rows for and the
+    batch its hold ends at, if it does (read in every claim: hand-written, as compiling
+    the ORM's query cost more than running it)."""
     if not supported(using):
-        return dict(HeldFanout.objects.using(using).values_list("webhook_id", "from_batch"))
-    h = _of(HeldFanout, using)
-    sql = f"SELECT {h['webhook']}, {h['from_batch']} FROM {h.table}"  # noqa: S608
-    return {int(webhook_id): int(batch) for webhook_id, batch in _execute(using, sql, [])}
+        rows = HeldFanout.objects.using(using).values_list(
+            "webhook_id", "from_batch", "until_batch"
+        )
+    else:
+        h = _of(HeldFanout, using)
+        sql = f"SELECT {h['webhook']}, {h['from_batch']}, {h['until_batch']} FROM {h.table}"  # noqa: S608
+        rows = _execute(using, sql, [])
+    return {
+        int(webhook_id): (int(first), None if until is None else int(until))
+        for webhook_id, first, until in rows
+    }
 
 
 def work_waiting_statement(
@@ -502,11 +510,11 @@ def work_waiting_statement(
     one range of their queue index (webhook, lane, due) per webhook and lane, with no order
     to keep (PostgreSQL read the due index for an order, and filtered).
 
-    Holds: with ``webhooks``, on PostgreSQL, a hold of one of them whose queue has no row at
-    its depth (``OFFSET depth - 1``, read from the queue index); on SQLite, which allows no
-    ``OFFSET`` from the outer query, a second column saying whether one of them is held at
-    all. Without, a second column saying whether any webhook is held (each one's depth
-    depends on its cap: ``holds.releasable`` looks)."""
+    Holds: with ``webhooks``, on PostgreSQL, a hold of one of them whose queue of first
+    attempts has no row at its depth (``OFFSET depth - 1``, read from the queue index); on
+    SQLite, which allows no ``OFFSET`` from the outer query, a second column saying whether
+    one of them is held at all. Without, a second column saying whether any webhook is
+    held (each one's depth depends on its cap: ``holds.releasable`` looks)."""
     connection = connections[using]
     d = _of(Delivery, using)
     e = _of(Event, using)
@@ -540,9 +548,10 @@ def work_waiting_statement(
             "JOIN unnest(%s::bigint[], %s::integer[]) AS refill(webhook, depth) "
             f"ON refill.webhook = h.{h['webhook']} "
             f"WHERE (SELECT 1 FROM {d.table} WHERE {d['webhook']} = refill.webhook "
-            f"AND {d['status']} = {PENDING} OFFSET refill.depth - 1 LIMIT 1) IS NULL)"
+            f"AND {d['status']} = {PENDING} AND {d['lane']} = %s "
+            "OFFSET refill.depth - 1 LIMIT 1) IS NULL)"
         )
-        params += [list(webhooks), list(webhooks.values())]
+        params += [list(webhooks), list(webhooks.values()), Lane.FIRST.value]
     else:
         # IN lists on the queue index's leading columns: one range per webhook and lane
         # (named: with two webhooks or more SQLite preferred the status index).
