@@ -136,4 +136,6 @@ def shown(webhook_id: int, *, using: str, most: int = 10_000) -> tuple[HeldFanou
     if hold is None:
         return None
     since = Event.objects.using(using).filter(fanout_batch__gte=hold.from_batch)
+    if hold.until_batch is not None:
+        since = since.filter(fanout_batch__lt=hold.until_batch)
     return hold, int(since.values("id")[:most].count())
