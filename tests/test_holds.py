@@ -80,6 +80,12 @@ def deepen(webhook):
     assert HeldFanout.objects.get().webhook_id == webhook.pk
 
 
+def owed_now():
+    """The ids of the events the one hold covers."""
+    batches = HeldFanout.objects.get().from_batch
+    return set(Event.objects.filter(fanout_batch__gte=batches).values_list("id", flat=True))
+
+
 def settle(webhook):
     """The webhook's requests all answered: its queue is empty again."""
     Delivery.objects.filter(webhook=webhook).update(
@@ -137,11 +143,7 @@ def test_a_held_webhook_gets_what_it_is_owed_once_its_queue_runs_short(statement
     claim()
     assert len(events_of(slow)) == 9
     assert claim() == []  # still deep: nothing is released, nothing sent
-    owed = set(
-        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
-            "id", flat=True
-        )
-    )
+    owed = owed_now()
 
     settle(slow)
     (item,) = claim(total=1)
@@ -208,11 +210,7 @@ def test_a_disabled_held_webhook_gets_what_it_is_owed_as_skipped(statements, slo
     slow.disabled_reason = "Disabled by an operator."
     slow.save()
 
-    owed = set(
-        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
-            "id", flat=True
-        )
-    )
+    owed = owed_now()
     skipped = Delivery.objects.filter(
         webhook=slow, event_id__in=owed, status=DeliveryStatus.SKIPPED
     )
@@ -398,11 +396,7 @@ def test_a_held_webhook_deactivated_in_settings_gets_nothing_new(slow):
     deepen(slow)
     ArticleFactory.create_batch(3)
     claim()
-    owed = set(
-        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
-            "id", flat=True
-        )
-    )
+    owed = owed_now()
     Webhook.objects.filter(pk=slow.pk).update(
         is_active=False, managed_by_settings=True, disabled_reason=DECLARED_INACTIVE_REASON
     )
@@ -424,11 +418,7 @@ def test_retries_waiting_do_not_keep_a_held_webhooks_new_events_waiting(slow):
     deepen(slow)
     ArticleFactory.create_batch(2)
     claim()
-    owed = set(
-        Event.objects.filter(fanout_batch__gte=HeldFanout.objects.get().from_batch).values_list(
-            "id", flat=True
-        )
-    )
+    owed = owed_now()
     # Every row it has failed once and waits an hour for its retry: nine pending rows, but
     # no first attempt.
     Delivery.objects.filter(webhook=slow).update(
