@@ -7,7 +7,6 @@ the integration suite (``.ci/integration.sh`` sets the variables tests/settings.
 import contextlib
 import hashlib
 import hmac
-import itertools
 import os
 import signal
 import subprocess
@@ -256,9 +255,12 @@ def test_a_rate_limit_holds_across_two_clusters(cluster, second_cluster, receive
     requests = receiver.wait_for(12, timeout=60)
     times = sorted(request.received_at for request in requests)
     # 4 a second, from whichever cluster: slots 250 ms apart. A send can start a little
-    # late (its process was busy), which shortens the gap after it, never the rate.
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) > 0.15
+    # late (its process was busy), which shortens the gap after it, never the rate: so no
+    # second holds more than its four slots and one late send (CI once saw the first
+    # request 130 ms late, a 119 ms gap after it, and every other gap 250 ms). Two clusters
+    # each keeping its own limit would put eight in a second.
+    busiest = max(sum(1 for other in times if start <= other < start + 1.0) for start in times)
+    assert busiest <= 5
     assert 11 / (times[-1] - times[0]) <= 4 * 1.05
 
 
