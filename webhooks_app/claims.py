@@ -556,8 +556,9 @@ class _Claim:
                 del self.holds[webhook_id]
                 holds.move_on(self.using, webhook_id, None)
             elif events:
-                self.holds[webhook_id] = (int(events[-1][4]) + 1, until_batch)
-                holds.move_on(self.using, webhook_id, int(events[-1][4]) + 1)
+                next_owed = int(events[-1][4]) + 1
+                self.holds[webhook_id] = (next_owed, until_batch)
+                holds.move_on(self.using, webhook_id, next_owed)
 
     def _insert_waiting(self, waiting: Sequence[tuple[Event, Webhook]]) -> None:
         """The fan-out's rows that wait (due) or are settled already (skipped). On

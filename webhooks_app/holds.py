@@ -73,15 +73,22 @@ def close(using: str, webhook_id: int, until_batch: int) -> None:
     HeldFanout.objects.using(using).filter(webhook_id=webhook_id).update(until_batch=until_batch)
 
 
+def _covered(using: str, from_batch: int, until_batch: int | None) -> QuerySet[Event]:
+    """The events of a hold's batches: from ``from_batch`` on, and before ``until_batch``
+    if it has closed."""
+    events = Event.objects.using(using).filter(fanout_batch__gte=from_batch)
+    if until_batch is not None:
+        events = events.filter(fanout_batch__lt=until_batch)
+    return events
+
+
 def owed_events(
     using: str, from_batch: int, limit: int, until_batch: int | None = None
 ) -> tuple[list[tuple[str, str, str, datetime.datetime, int]], bool]:
     """(id, name, model, created_at, batch) of the events of whole fan-out batches from
     ``from_batch`` on, about ``limit`` of them (a batch is never split, so a batch larger
     than ``limit`` is read whole), oldest batch first; and whether these are all there are."""
-    events = Event.objects.using(using).filter(fanout_batch__gte=from_batch)
-    if until_batch is not None:
-        events = events.filter(fanout_batch__lt=until_batch)
+    events = _covered(using, from_batch, until_batch)
     fields = ("id", "name", "model", "created_at", "fanout_batch")
     rows = list(events.order_by("fanout_batch").values_list(*fields)[: limit + 1])
     if len(rows) <= limit:
@@ -135,7 +142,5 @@ def shown(webhook_id: int, *, using: str, most: int = 10_000) -> tuple[HeldFanou
     hold = HeldFanout.objects.using(using).filter(webhook_id=webhook_id).first()
     if hold is None:
         return None
-    since = Event.objects.using(using).filter(fanout_batch__gte=hold.from_batch)
-    if hold.until_batch is not None:
-        since = since.filter(fanout_batch__lt=hold.until_batch)
+    since = _covered(using, hold.from_batch, hold.until_batch)
     return hold, int(since.values("id")[:most].count())
