@@ -1,10 +1,12 @@
 """Webhooks through the API: CRUD, the secret shown once, settings-declared rows read-only."""
 
+import datetime
+
 import pytest
 
 from tests.factories import WebhookFactory
 from webhooks_app import signing, sync
-from webhooks_app.models import Webhook
+from webhooks_app.models import HeldFanout, Webhook
 
 pytest_plugins = ["tests.api_support"]
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_settings")]
@@ -68,6 +70,24 @@ def test_list_is_paginated_and_masks_secrets(staff_client):
     for row, hook in zip(body["results"], sorted(hooks, key=lambda h: -h.pk), strict=True):
         assert row["secret"] == signing.mask_secret(hook.secret)
         assert hook.secret not in str(body)
+
+
+def test_a_held_back_webhook_says_since_when_in_one_query_per_page(
+    staff_client, django_assert_num_queries
+):
+    held, free = WebhookFactory.create_batch(2)
+    since = datetime.datetime(2026, 12, 7, 9, 30, tzinfo=datetime.UTC)
+    HeldFanout.objects.create(webhook=held, from_batch=7, held_at=since)
+
+    # The count and the page (the hold joined): none per webhook.
+    with django_assert_num_queries(2):
+        body = staff_client.get(URL).json()
+
+    shown = {row["id"]: row["held_back_since"] for row in body["results"]}
+    assert shown == {held.pk: "2026-12-07T09:30:00Z", free.pk: None}
+    assert staff_client.get(f"{URL}{free.pk}/").json()["held_back_since"] is None
+    patched = staff_client.patch(f"{URL}{held.pk}/", {"name": "renamed"}, format="json")
+    assert patched.json()["held_back_since"] == "2026-12-07T09:30:00Z"
 
 
 def test_retrieve_update_partial_update_and_delete(staff_client):

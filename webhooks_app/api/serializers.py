@@ -108,6 +108,15 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         "null = no limit. Deliveries over the limit wait; they never fail for it.",
     )
 
+    held_back_since = serializers.DateTimeField(
+        source="held_fanout.held_at",
+        read_only=True,
+        allow_null=True,
+        help_text="Since when this endpoint's new events wait as events, not as deliveries: "
+        "it has a request out for a while and a deep queue of pending deliveries, which are "
+        "made as that queue runs short. null = not held back.",
+    )
+
     class Meta:
         model = Webhook
         fields = [
@@ -137,6 +146,7 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
             "last_delivery_at",
             "last_delivery_status",
             "previous_secret_expires_at",
+            "held_back_since",
             "created_at",
             "updated_at",
         ]
