@@ -154,6 +154,20 @@ def test_previous_keeps_the_old_value_of_each_encoded_field_that_changed(hook):
     assert second["changed_fields"] == ["title"]
 
 
+def test_a_new_instance_copies_nothing_until_its_first_save(hook):
+    """A create needs no ``previous``: only a loaded or saved instance keeps a snapshot."""
+    article = Article(title="New", body="b")
+    assert not [name for name in vars(article) if name.startswith("_webhooks")]
+
+    article.save()
+    article.title = "Changed"
+    article.save()
+
+    (payload,) = payloads("update")
+    assert payload["previous"]["title"] == "New"
+    assert payload["changed_fields"] == ["title"]
+
+
 def test_an_instance_built_by_hand_is_compared_with_the_stored_row(hook):
     article = ArticleFactory(title="Stored", body="kept")
     by_hand = Article(pk=article.pk, uid=article.uid, title="Mine", body="kept")

@@ -61,9 +61,11 @@ def _change_events(watched: registry.WatchedModel) -> tuple[str, ...]:
 
 
 def after_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    """Keep the values an instance starts with (a loaded row's, for most instances)."""
+    """Keep the values a loaded row starts with. An instance without a primary key is new:
+    its first save is a create, which needs no ``previous`` and snapshots what it saved, so
+    ``Model(...)`` and ``objects.create()`` copy nothing here."""
     watched = _watched(sender)
-    if watched is not None and watched.snapshots_loaded_state:
+    if watched is not None and watched.snapshots_loaded_state and instance.pk is not None:
         _remember(watched, instance)
 
 
