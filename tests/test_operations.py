@@ -1,14 +1,17 @@
 """The operations the API, the admin and the commands share."""
 
 import datetime
+import threading
+import time
 
 import pytest
+from django.db import connections, transaction
 from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import claims, operations, signing
-from webhooks_app.models import Delivery, DeliveryStatus, Event
+from webhooks_app import claims, operations, signing, tasks
+from webhooks_app.models import Delivery, DeliveryStatus, Event, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -146,3 +149,54 @@ def test_enable_clears_the_reason_and_failure_count(webhook):
     assert webhook.is_active
     assert webhook.disabled_reason == ""
     assert webhook.consecutive_failures == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["instance", "queryset"])
+def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, monkeypatch):
+    """Django collects a webhook's deliveries before it deletes the webhook, and the foreign
+    keys are checked at commit: a claim that makes a row of it meanwhile (a new event's; a
+    held or disabled webhook's, which sweeps make 500 at a time) failed, or failed the
+    deletion, whichever committed second. Now neither fails and no row outlives it."""
+    webhook = WebhookFactory()
+    monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
+    ArticleFactory()  # committed, pending fan-out: no worker woken
+    made, go_on = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def claim_in_progress():
+        try:
+            with transaction.atomic():
+                assert claims.fan_out(timezone.now(), limit=10, using="default") == 1
+                made.set()
+                go_on.wait(10)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            made.set()
+            connections.close_all()
+
+    def delete():
+        try:
+            if how == "instance":
+                webhook.delete()
+            else:
+                Webhook.objects.filter(pk=webhook.pk).delete()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    claimer = threading.Thread(target=claim_in_progress)
+    claimer.start()
+    assert made.wait(10)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    time.sleep(0.3)  # the deletion has begun, and waits for the claim
+    go_on.set()
+    claimer.join(10)
+    deleter.join(10)
+
+    assert errors == []
+    assert not Webhook.objects.exists()
+    assert not Delivery.objects.exists()

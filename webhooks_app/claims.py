@@ -38,6 +38,7 @@ from webhooks_app.conf import app_settings
 from webhooks_app.delivery import Recorder
 from webhooks_app.events import new_delivery
 from webhooks_app.models import (
+    CLAIM_LOCK,
     Delivery,
     DeliveryStatus,
     Event,
@@ -47,7 +48,6 @@ from webhooks_app.models import (
     Webhook,
 )
 
-CLAIM_LOCK = "webhooks_app.claim"
 # A claim hands out the rate-limited slots of this far ahead; the rows wait in the sender.
 RATE_HORIZON_SECONDS = 1.0
 # A claimed row's lease covers its wait for a slot, its deadline, and this much for writing

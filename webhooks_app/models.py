@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -68,6 +68,21 @@ class EncryptedSecretField(models.TextField):  # type: ignore[type-arg]
 DECLARED_INACTIVE_REASON = "Declared inactive in settings."
 REMOVED_FROM_SETTINGS_REASON = "Removed from settings.WEBHOOKS['ENDPOINTS']."
 SETTINGS_REASONS = (DECLARED_INACTIVE_REASON, REMOVED_FROM_SETTINGS_REASON)
+# The Lease row every claim locks (claims.py): one claim at a time makes and takes rows.
+CLAIM_LOCK = "webhooks_app.claim"
+
+
+def _delete_with_no_claim_running(using: str, delete: Any) -> tuple[int, dict[str, int]]:
+    """Run a deletion of webhooks under the claim lock. Django collects a webhook's
+    deliveries first and deletes the webhook last; a claim that made one of its rows in
+    between (a new event's, a held webhook's owed one, a disabled one's skipped one: sweeps
+    make those 500 at a time) would fail the whole deletion on the row's foreign key at
+    commit. With the lock, the claim in progress commits first and its rows are collected;
+    claims wait until the deletion commits, then no longer see the webhooks."""
+    with transaction.atomic(using=using):
+        Lease.objects.using(using).lock(CLAIM_LOCK)
+        result: tuple[int, dict[str, int]] = delete()
+        return result
 
 
 class WebhookQuerySet(models.QuerySet["Webhook"]):
@@ -81,6 +96,9 @@ class WebhookQuerySet(models.QuerySet["Webhook"]):
         settings gets none."""
         deactivated_by_settings = Q(managed_by_settings=True, disabled_reason__in=SETTINGS_REASONS)
         return self.filter(Q(is_active=True) | ~deactivated_by_settings)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        return _delete_with_no_claim_running(self.db, super().delete)
 
 
 class Webhook(models.Model):
@@ -179,6 +197,12 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.url
+
+    def delete(self, using: Any = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
+        using = using or router.db_for_write(type(self), instance=self)
+        return _delete_with_no_claim_running(
+            using, lambda: super(Webhook, self).delete(using=using, keep_parents=keep_parents)
+        )
 
     # The fields rules.py judges; the admin form, the API and the settings checks use the
     # same rules, so a webhook is refused for the same reasons whichever way it is made.
