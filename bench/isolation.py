@@ -5,7 +5,11 @@ On the configuration the environment selects (see bench/throughput.py), with a r
 
 * ``isolation_ratio``: N events, each to a fast endpoint and to one that never answers (its
   requests end at the 5 s timeout); the fast endpoint's deliveries/s, from the first commit
-  to its last request, divided by the same run without the hanging endpoint. With
+  to its last request, divided by the same run without the hanging endpoint. N = 6,000
+  makes each half last ~9 s, so the hanging endpoint's first requests time out (and are
+  recorded, and its held events released to it) while the fast one is measured; at the
+  earlier N = 2,000 a half ended before any timeout, and one round moved by ±20 % (sd
+  0.16 against 0.05; docs/benchmarks.md). With
   ``--second fast`` or ``--second disabled`` the second endpoint answers at once, or is a
   disabled webhook (its rows are made, as skipped, and never sent): what a second subscriber
   costs by itself, to read the figure against.
@@ -81,7 +85,7 @@ def limited_rate(receiver: ReceiverProcess, count: int, limit: float) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Endpoint isolation and rate limits.")
-    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=5, help="isolation rounds (median)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(

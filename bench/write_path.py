@@ -24,7 +24,7 @@ enabled / disabled. Each figure also carries the CPU µs per save of this proces
 PostgreSQL) of its server backend: steadier than wall time on a shared machine, and they
 say which side a save's time went to.
 
-    PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 5 rounds
+    PYTHONPATH=. .venv/bin/python bench/write_path.py            # M=2000, 9 rounds
     PYTHONPATH=. .venv/bin/python bench/write_path.py --quick    # smoke run
 """
 
@@ -168,6 +168,16 @@ def run(m: int, rounds: int) -> dict[str, Any]:
             )
 
     results: dict[str, Any] = {"m": m, "rounds": rounds, "us_per_save": {}}
+    # Each round's own enabled / disabled: how far one round moves.
+    results["round_ratios"] = {
+        op: [
+            round(enabled / disabled, 3)
+            for enabled, disabled in zip(
+                samples["enabled"][op], samples["disabled"][op], strict=True
+            )
+        ]
+        for op in OPERATIONS
+    }
     for config in CONFIGS:
         results["us_per_save"][config] = {
             op: statistics.median(values) for op, values in samples[config].items()
@@ -223,6 +233,7 @@ def figures_of(results: dict[str, Any]) -> list[dict[str, Any]]:
             },
             saves=results["m"] if op != "txn" else TXN_SIZE,
             rounds=results["rounds"],
+            round_ratios=results["round_ratios"][op],
         )
         for op in OPERATIONS
     ]
@@ -231,7 +242,8 @@ def figures_of(results: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-save cost of webhooks on the caller.")
     parser.add_argument("--m", "--n", dest="m", type=int, default=2000, help="saves per timing")
-    parser.add_argument("--rounds", type=int, default=5)
+    # Nine: one round's ratio moves by ±0.2 on a shared machine (docs/benchmarks.md).
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="smoke run: M=300, 1 round")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
