@@ -10,8 +10,15 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import claims, operations, signing, tasks
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Webhook
+from webhooks_app import claims, delivery, operations, signing, sql, tasks
+from webhooks_app.models import (
+    CLAIM_LOCK,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Event,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.portable]
 
@@ -192,7 +199,8 @@ def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, mon
     assert made.wait(10)
     deleter = threading.Thread(target=delete)
     deleter.start()
-    time.sleep(0.3)  # the deletion has begun, and waits for the claim
+    time.sleep(0.3)
+    assert deleter.is_alive()  # the deletion waits for the claim
     go_on.set()
     claimer.join(10)
     deleter.join(10)
@@ -200,3 +208,119 @@ def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, mon
     assert errors == []
     assert not Webhook.objects.exists()
     assert not Delivery.objects.exists()
+
+
+def leased_and_failed(*webhooks):
+    """A row of each webhook leased to "a-worker", and a recorder holding its failed
+    attempt, not yet written."""
+    event = Event.objects.create(name="create", body="{}")
+    rows = [
+        Delivery.objects.create(event=event, webhook=webhook, lease_token="a-worker")
+        for webhook in webhooks
+    ]
+    recorder = delivery.Recorder("a-worker")
+    for row, webhook in zip(rows, webhooks, strict=True):
+        recorder.add_result(row, webhook, None, ConnectionRefusedError("refused"))
+    return rows, recorder
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_whose_row_went_with_its_webhook_is_written_without_it():
+    """Written later, its attempt failed the write on the foreign key, and the worker kept
+    it to write first at every claim after."""
+    gone, kept = WebhookFactory(), WebhookFactory()
+    (_, kept_row), recorder = leased_and_failed(gone, kept)
+    gone.delete()
+
+    assert recorder.flush() == 2
+
+    assert list(DeliveryAttempt.objects.values_list("delivery_id", flat=True)) == [kept_row.pk]
+    assert Delivery.objects.get().attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_webhook_waits_for_an_outcome_being_written():
+    webhook = WebhookFactory()
+    _, recorder = leased_and_failed(webhook)
+    wrote, go_on = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            with transaction.atomic():
+                recorder.write()
+                wrote.set()
+                go_on.wait(10)
+            recorder.after_commit()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            wrote.set()
+            connections.close_all()
+
+    def delete():
+        try:
+            webhook.delete()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert wrote.wait(10)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    time.sleep(0.3)
+    assert deleter.is_alive()  # the deletion waits for the write
+    go_on.set()
+    writer.join(10)
+    deleter.join(10)
+
+    assert errors == []
+    assert not Webhook.objects.exists()
+    assert not DeliveryAttempt.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_writing_failures_first_waits_for_the_claim_lock_before_locking_rows():
+    """A deletion takes the claim lock, then the webhook's leased rows: a claim that locked
+    those rows (writing their outcomes) before waiting for the claim lock would deadlock."""
+    webhook = WebhookFactory()
+    (row,), recorder = leased_and_failed(webhook)
+    errors: list[BaseException] = []
+
+    def claim():
+        try:
+            claims.claim(
+                "a-worker",
+                claims.Capacity(total=10, retry=5),
+                using="default",
+                fan_out_limit=10,
+                recorder=recorder,
+            )
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=claim)
+    with transaction.atomic():
+        sql.lock("default", CLAIM_LOCK)  # as a deletion does first
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive()
+        # As the deletion does next; a row the claim had locked would refuse at once.
+        locked = Delivery.objects.select_for_update(nowait=True).filter(pk=row.pk)
+        assert list(locked.values_list("pk", flat=True)) == [row.pk]
+    worker.join(10)
+
+    assert errors == []
+    assert DeliveryAttempt.objects.get().delivery_id == row.pk
+
+
+def test_every_webhook_is_deleted_only_by_asking_for_all_of_them():
+    WebhookFactory()
+    with pytest.raises(AttributeError):
+        Webhook.objects.delete()  # as on any Django manager
+    assert Webhook.objects.all().delete()[1]["webhooks_app.Webhook"] == 1

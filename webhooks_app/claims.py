@@ -172,11 +172,15 @@ def claim(
         if not rows_waiting(timezone.now(), using=using, webhooks=only):
             return []
     with transaction.atomic(using=using):
+        if capacity.total > 0:
+            # Before the write, which locks the rows it records: deleting a webhook takes
+            # this lock and then the webhook's leased rows (models.py), so the other order
+            # would deadlock with it.
+            sql.lock(using, CLAIM_LOCK)
         if write_first and recorder is not None:
             recorder.write()
         claimed: list[Claimed] = []
         if capacity.total > 0:
-            sql.lock(using, CLAIM_LOCK)
             claimer = _Claim(token, capacity, timezone.now(), using, must_end_by, webhooks)
             if write_first and recorder is not None:
                 # Read again, as the write above left them: the caller's copy still shows a

@@ -375,8 +375,19 @@ class Recorder:
             return 0
         now = timezone.now()
         count = len(self.deliveries)
-        sql.insert(self.using, self.attempts)
-        write_outcomes(self.deliveries, self.lease_token, using=self.using)
+        attempts = self.attempts
+        # The rows first: those still held are then locked, so a deletion of their webhook
+        # (which locks its leased rows: models.py) waits for this to commit.
+        if write_outcomes(self.deliveries, self.lease_token, using=self.using) < count:
+            # A row another worker took over still gets its attempt (the request was made);
+            # one deleted with its webhook meanwhile has none to get, and its attempt would
+            # fail this write on the foreign key again and again.
+            ids = [row.pk for row in self.deliveries]
+            existing = set(
+                Delivery.objects.using(self.using).filter(pk__in=ids).values_list("pk", flat=True)
+            )
+            attempts = [attempt for attempt in attempts if attempt.delivery_id in existing]
+        sql.insert(self.using, attempts)
         for webhook_id, results in self.webhook_results.items():
             _update_webhook_stats(webhook_id, results, now, self.using)
         verdicts = [
@@ -475,10 +486,11 @@ def attempt_summary(attempt: DeliveryAttempt) -> str:
 
 def write_outcomes(
     deliveries: list[Delivery], lease_token: str, *, using: str = DEFAULT_DB_ALIAS
-) -> None:
+) -> int:
     """Save what attempts changed on these rows, if ``lease_token`` still holds them (a
-    worker whose lease was taken over must not overwrite what the new holder recorded)."""
-    sql.write_outcomes(using, deliveries, lease_token)
+    worker whose lease was taken over must not overwrite what the new holder recorded);
+    returns how many it saved."""
+    return sql.write_outcomes(using, deliveries, lease_token)
 
 
 def attempt_now(delivery: Delivery, webhook: Webhook) -> DeliveryAttempt:

@@ -72,15 +72,24 @@ SETTINGS_REASONS = (DECLARED_INACTIVE_REASON, REMOVED_FROM_SETTINGS_REASON)
 CLAIM_LOCK = "webhooks_app.claim"
 
 
-def _delete_with_no_claim_running(using: str, delete: Any) -> tuple[int, dict[str, int]]:
-    """Run a deletion of webhooks under the claim lock. Django collects a webhook's
-    deliveries first and deletes the webhook last; a claim that made one of its rows in
-    between (a new event's, a held webhook's owed one, a disabled one's skipped one: sweeps
-    make those 500 at a time) would fail the whole deletion on the row's foreign key at
-    commit. With the lock, the claim in progress commits first and its rows are collected;
-    claims wait until the deletion commits, then no longer see the webhooks."""
+def _delete_with_no_worker_writing(
+    using: str, webhooks: models.QuerySet[Webhook, Any], delete: Any
+) -> tuple[int, dict[str, int]]:
+    """Run a deletion of ``webhooks`` once no worker is writing rows of theirs.
+
+    Django collects a webhook's deliveries and their attempts first and deletes the webhook
+    last, and the foreign keys are checked at commit: a row of theirs committed in between
+    would fail the deletion (or the worker's transaction, whichever commits second). Rows
+    are made by claims (a new event's; a held webhook's owed ones; a disabled one's skipped
+    ones, which sweeps make 500 at a time) and attempts by the outcome of a leased row. So
+    first the claim lock: the claim in progress commits, and the next ones wait until the
+    deletion has committed. Then the webhooks' leased rows: an outcome being written
+    commits first and is collected; one written later finds its row gone and records no
+    attempt for it (``delivery.Recorder.write``)."""
     with transaction.atomic(using=using):
         Lease.objects.using(using).lock(CLAIM_LOCK)
+        leased = Delivery.objects.using(using).filter(webhook__in=webhooks, lease_token__gt="")
+        list(leased.select_for_update().values_list("pk", flat=True))
         result: tuple[int, dict[str, int]] = delete()
         return result
 
@@ -98,7 +107,15 @@ class WebhookQuerySet(models.QuerySet["Webhook"]):
         return self.filter(Q(is_active=True) | ~deactivated_by_settings)
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        return _delete_with_no_claim_running(self.db, super().delete)
+        # The database Django deletes on (self.db would be the router's read database).
+        hints = self._hints  # type: ignore[attr-defined]  # Django's own, not in the stubs
+        using = self._db or router.db_for_write(self.model, **hints)  # type: ignore[attr-defined]
+        return _delete_with_no_worker_writing(using, self.values("pk"), super().delete)
+
+    # As QuerySet.delete: not on the manager (Webhook.objects.delete() would delete every
+    # webhook), and never called by a template.
+    delete.queryset_only = True  # type: ignore[attr-defined]
+    delete.alters_data = True  # type: ignore[attr-defined]
 
 
 class Webhook(models.Model):
@@ -200,9 +217,13 @@ class Webhook(models.Model):
 
     def delete(self, using: Any = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
         using = using or router.db_for_write(type(self), instance=self)
-        return _delete_with_no_claim_running(
-            using, lambda: super(Webhook, self).delete(using=using, keep_parents=keep_parents)
+        return _delete_with_no_worker_writing(
+            using,
+            Webhook.objects.using(using).filter(pk=self.pk).values("pk"),
+            lambda: super(Webhook, self).delete(using=using, keep_parents=keep_parents),
         )
+
+    delete.alters_data = True  # type: ignore[attr-defined]
 
     # The fields rules.py judges; the admin form, the API and the settings checks use the
     # same rules, so a webhook is refused for the same reasons whichever way it is made.

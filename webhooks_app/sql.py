@@ -908,13 +908,12 @@ OUTCOME_FIELDS = (
 )
 
 
-def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str) -> None:
+def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str) -> int:
     """One ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v`` per 200 rows, for the rows
-    ``lease_token`` still holds. (Django's ``bulk_update`` builds a ``CASE`` per row and
-    field; resolving those was most of a worker's time.)"""
+    ``lease_token`` still holds; returns how many it updated. (Django's ``bulk_update``
+    builds a ``CASE`` per row and field; resolving those was most of a worker's time.)"""
     if not supported(using):
-        _write_outcomes_with_the_orm(using, deliveries, lease_token)
-        return
+        return _write_outcomes_with_the_orm(using, deliveries, lease_token)
     connection = connections[using]
     d = _of(Delivery, using)
     fields = [d.fields[name] for name in OUTCOME_FIELDS]
@@ -936,8 +935,8 @@ def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str)
             f"AS v ({d['id']}, {', '.join(columns)}) "
             f"WHERE {d.table}.{d['id']} = v.{d['id']} AND {d.table}.{d['lease_token']} = %s"
         )
-        _execute(using, sql, [rows, lease_token])
-        return
+        return int(_execute(using, sql, [rows, lease_token]))
+    updated = 0
     row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
     for start in range(0, len(deliveries), 200):
         chunk = deliveries[start : start + 200]
@@ -954,19 +953,21 @@ def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str)
             f"UPDATE {d.table} SET {assignments} FROM v "
             f"WHERE {d.table}.{d['id']} = v.{d['id']} AND {d.table}.{d['lease_token']} = %s"
         )
-        _execute(using, sql, params)
+        updated += int(_execute(using, sql, params))
+    return updated
 
 
 def _write_outcomes_with_the_orm(
     using: str, deliveries: Sequence[Delivery], lease_token: str
-) -> None:
+) -> int:
     """Other databases: one UPDATE per distinct outcome, per-row timestamps in bulk."""
     held = Delivery.objects.using(using).filter(lease_token=lease_token)
     per_row = ("last_attempt_at", "last_duration_ms", "completed_at")
-    held.bulk_update(deliveries, list(per_row))
+    updated = held.bulk_update(deliveries, list(per_row))
     shared = tuple(name for name in OUTCOME_FIELDS if name not in per_row)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for row in deliveries:
         groups.setdefault(tuple(getattr(row, name) for name in shared), []).append(row.pk)
     for values, pks in groups.items():
         held.filter(pk__in=pks).update(**dict(zip(shared, values, strict=True)))
+    return updated

@@ -114,7 +114,8 @@ class WebhookSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[We
         allow_null=True,
         help_text="Since when this endpoint's new events wait as events, not as deliveries: "
         "it has a request out for a while and a deep queue of pending deliveries, which are "
-        "made as that queue runs short. null = not held back.",
+        "made as that queue runs short (once disabled, its new events are skipped at once, "
+        "and this stays set until what it was owed is skipped too). null = not held back.",
     )
 
     class Meta:
