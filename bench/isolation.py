@@ -8,8 +8,8 @@ On the configuration the environment selects (see bench/throughput.py), with a r
   to its last request, divided by the same run without the hanging endpoint. N = 6,000
   makes each half last ~9 s, so the hanging endpoint's first requests time out (and are
   recorded, and its held events released to it) while the fast one is measured; at the
-  earlier N = 2,000 a half ended before any timeout, and one round moved by ±20 % (sd
-  0.16 against 0.05; docs/benchmarks.md). With
+  earlier N = 2,000 a half ended before any timeout, and one round's ratio had a standard
+  deviation of 0.16 against 0.06 (nine rounds; docs/benchmarks.md). With
   ``--second fast`` or ``--second disabled`` the second endpoint answers at once, or is a
   disabled webhook (its rows are made, as skipped, and never sent): what a second subscriber
   costs by itself, to read the figure against.

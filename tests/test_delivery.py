@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import delivery, http, operations, retry, signing, tasks
+from webhooks_app import delivery, http, operations, retry, signing, sql, tasks
 from webhooks_app.models import Delivery, DeliveryAttempt, Event, Webhook
 from webhooks_app.signals import webhook_disabled
 
@@ -573,11 +573,34 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_holder(webhook)
     row.status = "succeeded"
     row.lease_token = ""
 
-    delivery.write_outcomes([row], "the-old-holder")
+    assert delivery.write_outcomes([row], "the-old-holder") == 0
 
     row.refresh_from_db()
     assert row.status == "pending"
     assert row.lease_token == "the-new-holder"
+
+
+@pytest.mark.parametrize("statements", ["hand-written", "orm"])
+def test_writing_outcomes_counts_the_rows_still_held(webhook, monkeypatch, statements):
+    """The count decides whether the writer looks for rows deleted meanwhile (Python's
+    sqlite3 counts no rows of a statement that does not start with UPDATE)."""
+    if statements == "orm":
+        monkeypatch.setattr(sql, "supported", lambda using: False)
+    event = Event.objects.create(name="create", body="{}")
+    rows = [
+        Delivery.objects.create(event=event, webhook=webhook, lease_token=holder)
+        for holder in ("mine", "mine", "someone else's")
+    ]
+    for row in rows:
+        row.status = "succeeded"
+        row.lease_token = ""
+
+    assert delivery.write_outcomes(rows, "mine") == 2
+    assert sorted(Delivery.objects.values_list("status", flat=True)) == [
+        "pending",
+        "succeeded",
+        "succeeded",
+    ]
 
 
 def test_a_huge_backoff_factor_is_capped_not_an_overflow():

@@ -158,6 +158,40 @@ def test_enable_clears_the_reason_and_failure_count(webhook):
     assert webhook.consecutive_failures == 0
 
 
+def delete_while_a_worker_writes(write, delete):
+    """Run ``write`` in a transaction on one thread and, while that is still open,
+    ``delete`` on another, which must wait for it; returns what either raised."""
+    wrote, go_on = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def in_thread(function):
+        try:
+            function()
+        except BaseException as exc:  # reported by the caller's assertion
+            errors.append(exc)
+        finally:
+            wrote.set()
+            connections.close_all()
+
+    def write_and_wait():
+        with transaction.atomic():
+            write()
+            wrote.set()
+            go_on.wait(10)
+
+    writer = threading.Thread(target=in_thread, args=[write_and_wait])
+    writer.start()
+    assert wrote.wait(10)
+    deleter = threading.Thread(target=in_thread, args=[delete])
+    deleter.start()
+    time.sleep(0.3)
+    assert deleter.is_alive()  # the deletion waits for the write
+    go_on.set()
+    writer.join(10)
+    deleter.join(10)
+    return errors
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("how", ["instance", "queryset"])
 def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, monkeypatch):
@@ -168,44 +202,17 @@ def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, mon
     webhook = WebhookFactory()
     monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
     ArticleFactory()  # committed, pending fan-out: no worker woken
-    made, go_on = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
 
-    def claim_in_progress():
-        try:
-            with transaction.atomic():
-                assert claims.fan_out(timezone.now(), limit=10, using="default") == 1
-                made.set()
-                go_on.wait(10)
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            made.set()
-            connections.close_all()
+    def claim():
+        assert claims.fan_out(timezone.now(), limit=10, using="default") == 1
 
     def delete():
-        try:
-            if how == "instance":
-                webhook.delete()
-            else:
-                Webhook.objects.filter(pk=webhook.pk).delete()
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        if how == "instance":
+            webhook.delete()
+        else:
+            Webhook.objects.filter(pk=webhook.pk).delete()
 
-    claimer = threading.Thread(target=claim_in_progress)
-    claimer.start()
-    assert made.wait(10)
-    deleter = threading.Thread(target=delete)
-    deleter.start()
-    time.sleep(0.3)
-    assert deleter.is_alive()  # the deletion waits for the claim
-    go_on.set()
-    claimer.join(10)
-    deleter.join(10)
-
-    assert errors == []
+    assert delete_while_a_worker_writes(claim, delete) == []
     assert not Webhook.objects.exists()
     assert not Delivery.objects.exists()
 
@@ -242,42 +249,8 @@ def test_an_outcome_whose_row_went_with_its_webhook_is_written_without_it():
 def test_deleting_a_webhook_waits_for_an_outcome_being_written():
     webhook = WebhookFactory()
     _, recorder = leased_and_failed(webhook)
-    wrote, go_on = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
 
-    def write():
-        try:
-            with transaction.atomic():
-                recorder.write()
-                wrote.set()
-                go_on.wait(10)
-            recorder.after_commit()
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            wrote.set()
-            connections.close_all()
-
-    def delete():
-        try:
-            webhook.delete()
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert wrote.wait(10)
-    deleter = threading.Thread(target=delete)
-    deleter.start()
-    time.sleep(0.3)
-    assert deleter.is_alive()  # the deletion waits for the write
-    go_on.set()
-    writer.join(10)
-    deleter.join(10)
-
-    assert errors == []
+    assert delete_while_a_worker_writes(recorder.write, webhook.delete) == []
     assert not Webhook.objects.exists()
     assert not DeliveryAttempt.objects.exists()
 

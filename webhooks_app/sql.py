@@ -909,8 +909,9 @@ OUTCOME_FIELDS = (
 
 
 def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str) -> int:
-    """One ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v`` per 200 rows, for the rows
-    ``lease_token`` still holds; returns how many it updated. (Django's ``bulk_update``
+    """One ``UPDATE ... FROM`` the rows' values (a JSON array on PostgreSQL, ``VALUES`` of
+    200 rows at a time on SQLite), for the rows ``lease_token`` still holds; returns how
+    many it updated. (Django's ``bulk_update``
     builds a ``CASE`` per row and field; resolving those was most of a worker's time.)"""
     if not supported(using):
         return _write_outcomes_with_the_orm(using, deliveries, lease_token)
@@ -947,10 +948,15 @@ def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str)
                 field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields
             )
         params.append(lease_token)
+        # VALUES names its columns column1, column2, ...; the statement starts with UPDATE,
+        # or Python's sqlite3 reports no row count (-1) for it.
+        names = ", ".join(
+            f"column{number} AS {column}"
+            for number, column in enumerate([d["id"], *columns], start=1)
+        )
         sql = (
-            f"WITH v ({d['id']}, {', '.join(columns)}) AS "  # noqa: S608
-            f"(VALUES {', '.join([row_sql] * len(chunk))}) "
-            f"UPDATE {d.table} SET {assignments} FROM v "
+            f"UPDATE {d.table} SET {assignments} "  # noqa: S608
+            f"FROM (SELECT {names} FROM (VALUES {', '.join([row_sql] * len(chunk))})) AS v "
             f"WHERE {d.table}.{d['id']} = v.{d['id']} AND {d.table}.{d['lease_token']} = %s"
         )
         updated += int(_execute(using, sql, params))
