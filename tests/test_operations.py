@@ -184,11 +184,13 @@ def delete_while_a_worker_writes(write, delete):
     assert wrote.wait(10)
     deleter = threading.Thread(target=in_thread, args=[delete])
     deleter.start()
-    time.sleep(0.3)
-    assert deleter.is_alive()  # the deletion waits for the write
-    go_on.set()
-    writer.join(10)
-    deleter.join(10)
+    try:
+        time.sleep(0.3)
+        assert deleter.is_alive()  # the deletion waits for the write
+    finally:
+        go_on.set()
+        writer.join(10)
+        deleter.join(10)
     return errors
 
 
@@ -246,6 +248,18 @@ def test_an_outcome_whose_row_went_with_its_webhook_is_written_without_it():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_outcome_of_a_row_another_worker_took_over_keeps_its_attempt():
+    """The request was made: its attempt is recorded, the row is the new holder's."""
+    (row,), recorder = leased_and_failed(WebhookFactory())
+    Delivery.objects.filter(pk=row.pk).update(lease_token="the-new-holder")
+
+    assert recorder.flush() == 1
+
+    assert DeliveryAttempt.objects.get().delivery_id == row.pk
+    assert Delivery.objects.get().lease_token == "the-new-holder"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_deleting_a_webhook_waits_for_an_outcome_being_written():
     webhook = WebhookFactory()
     _, recorder = leased_and_failed(webhook)
@@ -278,15 +292,17 @@ def test_a_claim_writing_failures_first_waits_for_the_claim_lock_before_locking_
             connections.close_all()
 
     worker = threading.Thread(target=claim)
-    with transaction.atomic():
-        sql.lock("default", CLAIM_LOCK)  # as a deletion does first
-        worker.start()
-        time.sleep(0.5)
-        assert worker.is_alive()
-        # As the deletion does next; a row the claim had locked would refuse at once.
-        locked = Delivery.objects.select_for_update(nowait=True).filter(pk=row.pk)
-        assert list(locked.values_list("pk", flat=True)) == [row.pk]
-    worker.join(10)
+    try:
+        with transaction.atomic():
+            sql.lock("default", CLAIM_LOCK)  # as a deletion does first
+            worker.start()
+            time.sleep(0.5)
+            assert worker.is_alive()
+            # As the deletion does next; a row the claim had locked would refuse at once.
+            locked = Delivery.objects.select_for_update(nowait=True).filter(pk=row.pk)
+            assert list(locked.values_list("pk", flat=True)) == [row.pk]
+    finally:
+        worker.join(10)
 
     assert errors == []
     assert DeliveryAttempt.objects.get().delivery_id == row.pk

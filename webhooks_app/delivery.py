@@ -378,7 +378,8 @@ class Recorder:
         attempts = self.attempts
         # The rows first: those still held are then locked, so a deletion of their webhook
         # (which locks its leased rows: models.py) waits for this to commit.
-        if write_outcomes(self.deliveries, self.lease_token, using=self.using) < count:
+        written = write_outcomes(self.deliveries, self.lease_token, using=self.using)
+        if written < len({row.pk for row in self.deliveries}):
             # A row another worker took over still gets its attempt (the request was made);
             # one deleted with its webhook meanwhile has none to get, and its attempt would
             # fail this write on the foreign key again and again.

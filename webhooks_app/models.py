@@ -89,7 +89,8 @@ def _delete_with_no_worker_writing(
     with transaction.atomic(using=using):
         Lease.objects.using(using).lock(CLAIM_LOCK)
         leased = Delivery.objects.using(using).filter(webhook__in=webhooks, lease_token__gt="")
-        list(leased.select_for_update().values_list("pk", flat=True))
+        # In primary-key order, as outcome writes lock them (sql.write_outcomes).
+        list(leased.order_by("pk").select_for_update().values_list("pk", flat=True))
         result: tuple[int, dict[str, int]] = delete()
         return result
 

@@ -911,8 +911,11 @@ OUTCOME_FIELDS = (
 def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str) -> int:
     """One ``UPDATE ... FROM`` the rows' values (a JSON array on PostgreSQL, ``VALUES`` of
     200 rows at a time on SQLite), for the rows ``lease_token`` still holds; returns how
-    many it updated. (Django's ``bulk_update``
-    builds a ``CASE`` per row and field; resolving those was most of a worker's time.)"""
+    many it updated. (Django's ``bulk_update`` builds a ``CASE`` per row and field;
+    resolving those was most of a worker's time.) In primary-key order, the order a
+    webhook's deletion locks its leased rows in (models.py), so the two never deadlock
+    over a pair of rows."""
+    deliveries = sorted(deliveries, key=lambda row: row.pk)
     if not supported(using):
         return _write_outcomes_with_the_orm(using, deliveries, lease_token)
     connection = connections[using]
