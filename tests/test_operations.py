@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.factories import ArticleFactory, WebhookFactory
 from tests.receiver import Response
-from webhooks_app import claims, delivery, operations, signing, sql, tasks
+from webhooks_app import claims, delivery, events, operations, signing, sql, tasks
 from webhooks_app.models import (
     CLAIM_LOCK,
     Delivery,
@@ -217,6 +217,31 @@ def test_deleting_a_webhook_waits_for_the_claim_that_is_making_its_rows(how, mon
     assert delete_while_a_worker_writes(claim, delete) == []
     assert not Webhook.objects.exists()
     assert not Delivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_webhook_waits_for_a_redelivery_making_its_row():
+    webhook = WebhookFactory()
+    event = Event.objects.create(name="create", body="{}")
+
+    def redeliver():
+        assert len(events.create_deliveries(event, [webhook])) == 1
+
+    assert delete_while_a_worker_writes(redeliver, webhook.delete) == []
+    assert not Delivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_deleted_before_its_row_is_made_gets_none():
+    gone, kept = WebhookFactory(), WebhookFactory()
+    stale = Webhook.objects.get(pk=gone.pk)  # as a redelivery or a test send read it
+    gone.delete()
+
+    made = events.create_deliveries(Event.objects.create(name="create", body="{}"), [stale, kept])
+
+    assert [row.webhook_id for row in made] == [kept.pk]
+    with pytest.raises(operations.OperationError, match="The webhook was deleted"):
+        operations.send_test(stale)
 
 
 def leased_and_failed(*webhooks):

@@ -17,10 +17,18 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 from django.utils import timezone
 
-from webhooks_app import actor, outbox, registry, subscriptions, tasks
+from webhooks_app import actor, outbox, registry, sql, subscriptions, tasks
 from webhooks_app.conf import app_settings
 from webhooks_app.ids import new_event_id
-from webhooks_app.models import Delivery, DeliveryStatus, Event, Lane, Trigger, Webhook
+from webhooks_app.models import (
+    CLAIM_LOCK,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Lane,
+    Trigger,
+    Webhook,
+)
 from webhooks_app.serialization import dumps
 
 
@@ -132,16 +140,27 @@ def create_deliveries(
     using: str = DEFAULT_DB_ALIAS,
     hold_for: float | None = None,
 ) -> list[Delivery]:
-    """One pending Delivery of ``event`` per webhook, due at once (a worker is woken on
-    commit), or leased to the caller for ``hold_for`` seconds."""
+    """One pending Delivery of ``event`` per webhook that still exists, due at once (a
+    worker is woken on commit), or leased to the caller for ``hold_for`` seconds."""
     now = timezone.now()
     held = hold_for is not None
     lease_token = uuid.uuid4().hex if held else ""
     due_at = now + datetime.timedelta(seconds=hold_for) if hold_for is not None else now
-    deliveries = Delivery.objects.using(using).bulk_create(
-        new_delivery(event, webhook, trigger=trigger, due_at=due_at, lease_token=lease_token)
-        for webhook in webhooks
-    )
+    with transaction.atomic(using=using):
+        # Under the claim lock, as claims make their rows: a deletion of one of these
+        # webhooks (models.py) then waits for this or this for it, and one it deleted
+        # meanwhile gets no row (its row would fail this transaction on the foreign key).
+        sql.lock(using, CLAIM_LOCK)
+        present = set(
+            Webhook.objects.using(using)
+            .filter(pk__in=[webhook.pk for webhook in webhooks])
+            .values_list("pk", flat=True)
+        )
+        deliveries = Delivery.objects.using(using).bulk_create(
+            new_delivery(event, webhook, trigger=trigger, due_at=due_at, lease_token=lease_token)
+            for webhook in webhooks
+            if webhook.pk in present
+        )
     if deliveries and not held:
         tasks.wake_on_commit(using)
     return deliveries

@@ -64,7 +64,9 @@ def send_test(
     )
     if event is None:
         raise OperationError("Webhooks are disabled (WEBHOOKS['ENABLED'] is False).")
-    row = event.deliveries.get()
+    row = event.deliveries.first()
+    if row is None:
+        raise OperationError("The webhook was deleted.")
     # A disabled webhook's delivery would be skipped; a test is attempted regardless.
     row.event = event
     return delivery.attempt_now(row, webhook)
