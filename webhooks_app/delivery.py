@@ -379,11 +379,11 @@ class Recorder:
         # The rows first: those still held are then locked, so a deletion of their webhook
         # (which locks its leased rows: models.py) waits for this to commit.
         written = write_outcomes(self.deliveries, self.lease_token, using=self.using)
-        if written < len({row.pk for row in self.deliveries}):
+        ids = {row.pk for row in self.deliveries}
+        if written < len(ids):
             # A row another worker took over still gets its attempt (the request was made);
             # one deleted with its webhook meanwhile has none to get, and its attempt would
             # fail this write on the foreign key again and again.
-            ids = [row.pk for row in self.deliveries]
             existing = set(
                 Delivery.objects.using(self.using).filter(pk__in=ids).values_list("pk", flat=True)
             )

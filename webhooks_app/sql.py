@@ -942,6 +942,11 @@ def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str)
         return int(_execute(using, sql, [rows, lease_token]))
     updated = 0
     row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+    # VALUES names its columns column1, column2, ...; the statement starts with UPDATE, or
+    # Python's sqlite3 reports no row count (-1) for it.
+    names = ", ".join(
+        f"column{number} AS {column}" for number, column in enumerate([d["id"], *columns], start=1)
+    )
     for start in range(0, len(deliveries), 200):
         chunk = deliveries[start : start + 200]
         params: list[Any] = []
@@ -951,12 +956,6 @@ def write_outcomes(using: str, deliveries: Sequence[Delivery], lease_token: str)
                 field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields
             )
         params.append(lease_token)
-        # VALUES names its columns column1, column2, ...; the statement starts with UPDATE,
-        # or Python's sqlite3 reports no row count (-1) for it.
-        names = ", ".join(
-            f"column{number} AS {column}"
-            for number, column in enumerate([d["id"], *columns], start=1)
-        )
         sql = (
             f"UPDATE {d.table} SET {assignments} "  # noqa: S608
             f"FROM (SELECT {names} FROM (VALUES {', '.join([row_sql] * len(chunk))})) AS v "
