@@ -540,6 +540,50 @@ def test_between_sweeps_a_full_endpoints_backlog_costs_a_claim_one_statement(
     assert blocked == {hanging.pk}
 
 
+def test_between_sweeps_new_events_for_full_endpoints_wait_as_events(
+    django_assert_num_queries,
+):
+    """Rows made for a full endpoint would be due rows, written twice (made, then leased):
+    between sweeps a claim that finds every endpoint it knows full leaves new events
+    pending, and a run that knows them blocked does not even look. A sweep makes them."""
+    busy = WebhookFactory(max_in_flight=2)
+    copy = {busy.pk: busy}
+    ArticleFactory.create_batch(2)
+    assert len(claim(webhooks=copy, blocked=set(), sweep=False)) == 2
+    ArticleFactory.create_batch(3)
+
+    blocked: set[int] = set()
+    assert claim("another", webhooks=copy, blocked=blocked, sweep=False) == []
+    assert blocked == {busy.pk}
+    assert Event.objects.filter(pending_fanout=True).count() == 3
+    assert Delivery.objects.count() == 2
+    with django_assert_num_queries(0):
+        assert claim("another", webhooks=copy, blocked=blocked, sweep=False) == []
+
+    assert claim("another", webhooks=copy, blocked=blocked, sweep=True) == []
+    assert not Event.objects.filter(pending_fanout=True).exists()
+    assert Delivery.objects.filter(lease_token="").count() == 3
+
+
+def test_once_a_full_endpoint_has_room_new_events_become_rows_leased_at_once():
+    busy = WebhookFactory(max_in_flight=2)
+    copy = {busy.pk: busy}
+    ArticleFactory.create_batch(2)
+    first, _ = claim(webhooks=copy, blocked=set(), sweep=False)
+    ArticleFactory()
+    assert claim(webhooks=copy, blocked=set(), sweep=False) == []
+    Delivery.objects.filter(pk=first.delivery.pk).update(
+        status="succeeded", lease_token="", next_attempt_at=None
+    )
+
+    (taken,) = claim(webhooks=copy, blocked=set(), sweep=False)
+
+    assert taken.leased  # made by the fan-out already held: one write
+    assert taken.delivery.event_id == Event.objects.order_by("created_at").last().pk
+    assert not Event.objects.filter(pending_fanout=True).exists()
+    assert Delivery.objects.count() == 3
+
+
 def test_taking_pending_events_marks_the_oldest_and_a_rollback_leaves_them_pending(webhook):
     base = timezone.now()
     for number, offset in enumerate([3, 1, 2, 0]):

@@ -169,6 +169,11 @@ def claim(
                 for webhook_id, webhook in webhooks.items()
                 if webhook.is_active and webhook_id not in (blocked or ())
             }
+            if not only and any(webhook.is_active for webhook in webhooks.values()):
+                # Every endpoint the caller knows is full or rate-limited: new events would
+                # only become due rows (``_Claim._fan_out``). Nothing to do until one of the
+                # caller's requests ends (which unblocks its endpoint) or the next sweep.
+                return []
         if not rows_waiting(timezone.now(), using=using, webhooks=only):
             return []
     with transaction.atomic(using=using):
@@ -364,6 +369,15 @@ class _Claim:
             return allowance.room(lane, borrowing)
         return webhook.effective_max_in_flight - self.in_flight.get(webhook_id, (0, 0))[0]
 
+    def _every_known_webhook_full(self) -> bool:
+        """Has no active webhook this claim knows room for a first attempt now?"""
+        active = [webhook for webhook in self.webhooks.values() if webhook.is_active]
+        return bool(active) and all(
+            webhook.pk in self.exclude
+            or self._room_at(webhook.pk, webhook, Lane.FIRST, borrowing=False) <= 0
+            for webhook in active
+        )
+
     def _useful_rows(self, lane: str, borrowing: bool, unknown_slack: int | None = None) -> int:
         """About how many due rows this claim could take: the room left at the webhooks it
         knows, plus (by default) a default cap's worth for webhooks it does not."""
@@ -433,6 +447,15 @@ class _Claim:
         rows it created."""
         holds_new_rows = sql.supported(self.using)
         if self.capacity.total > 0 and holds_new_rows:
+            no_room = self._room_left(Lane.FIRST, borrowing=False) <= 0
+            if not self.sweep and (no_room or self._every_known_webhook_full()):
+                # The events wait as events until an endpoint has room (their rows are then
+                # made leased: one write each) or the next sweep (for webhooks this claim
+                # does not know, and disabled ones' skipped rows). Made now they would be due
+                # rows, written twice (made, then leased); a second worker claiming beside
+                # the one that fills a busy endpoint did that to four rows in five
+                # (bench/throughput.py, docs/benchmarks.md item 22).
+                return 0
             # About as many events as can be sent now: rows created for a full endpoint
             # wait as due rows, and would cost a second statement to lease later.
             limit = min(limit, max(20, self._useful_rows(Lane.FIRST, False, unknown_slack=0)))
