@@ -191,8 +191,15 @@ def test_a_rate_limit_is_kept_by_the_sends(receiver):
     assert 7 / (times[-1] - times[0]) <= 10 * 1.1
 
 
-@pytest.mark.parametrize("mode", ["trickle_headers", "trickle_body", "hang"])
-def test_a_slow_receiver_ends_as_a_recorded_timeout_within_the_deadline(hostile, mode):
+@pytest.mark.parametrize(
+    ("mode", "phase"),
+    [
+        ("trickle_headers", "waiting for the response"),
+        ("trickle_body", "reading the response body"),
+        ("hang", "waiting for the response"),
+    ],
+)
+def test_a_slow_receiver_ends_as_a_recorded_timeout_within_the_deadline(hostile, mode, phase):
     server = hostile(mode)
     WebhookFactory(url=server.url, timeout=1.5)
     ArticleFactory()
@@ -203,6 +210,7 @@ def test_a_slow_receiver_ends_as_a_recorded_timeout_within_the_deadline(hostile,
 
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_class == "Timeout"
+    assert attempt.error_message == f"Timed out after 1.5 s {phase}"
     assert attempt.duration_ms < 1500 + 2000
     assert elapsed < 1.5 + 2
     row = Delivery.objects.get()

@@ -321,3 +321,25 @@ def test_plain_http_is_blocked_at_connect_without_allow_http(guard, receiver):
     assert receiver.requests == []
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_message.startswith("Blocked: plain http is not allowed")
+
+
+def test_a_changed_allowlist_or_allow_http_applies_to_the_next_request(guard, settings, receiver):
+    """What a URL itself is refused for is remembered per URL, by the settings it depends
+    on: a change to either is applied to the very next request."""
+    guard.allow_port(receiver_port(receiver))
+    request = http.OutgoingRequest("POST", receiver.url, {}, b"{}", timeout=5)
+
+    def outcome() -> str:
+        result = http.send(request)
+        return result.error_message or f"HTTP {result.status_code}"
+
+    assert outcome().startswith("Blocked: plain http is not allowed")
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOW_HTTP": True}
+    assert outcome().startswith("Blocked: 127.0.0.1 is a loopback address")
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOWED_TARGETS": ["127.0.0.0/8"]}
+    assert outcome() == "HTTP 200"
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOWED_TARGETS": []}
+    assert outcome().startswith("Blocked: 127.0.0.1 is a loopback address")
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOW_HTTP": False}
+    assert outcome().startswith("Blocked: plain http is not allowed")
+    assert len(receiver.requests) == 1
