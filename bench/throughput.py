@@ -149,7 +149,7 @@ def run(n: int, rounds: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="End-to-end webhook delivery throughput.")
     parser.add_argument("--n", type=int, default=2000, help="events per variant (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported")
     parser.add_argument("--quick", action="store_true", help="smoke run: --n 300, 1 round")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
