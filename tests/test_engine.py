@@ -548,12 +548,10 @@ def test_between_sweeps_a_full_endpoints_backlog_costs_a_claim_one_statement(
     assert blocked == {hanging.pk}
 
 
-def test_between_sweeps_new_events_for_full_endpoints_wait_as_events(
-    django_assert_num_queries,
-):
+def test_between_sweeps_new_events_for_full_endpoints_wait_as_events():
     """Rows made for a full endpoint would be due rows, written twice (made, then leased):
     between sweeps a claim that finds every endpoint it knows full leaves new events
-    pending, and a run that knows them blocked does not even look. A sweep makes them."""
+    pending. A sweep makes them."""
     busy = WebhookFactory(max_in_flight=2)
     copy = {busy.pk: busy}
     ArticleFactory.create_batch(2)
@@ -565,12 +563,84 @@ def test_between_sweeps_new_events_for_full_endpoints_wait_as_events(
     assert blocked == {busy.pk}
     assert Event.objects.filter(pending_fanout=True).count() == 3
     assert Delivery.objects.count() == 2
-    with django_assert_num_queries(0):
-        assert claim("another", webhooks=copy, blocked=blocked, sweep=False) == []
 
     assert claim("another", webhooks=copy, blocked=blocked, sweep=True) == []
     assert not Event.objects.filter(pending_fanout=True).exists()
     assert Delivery.objects.filter(lease_token="").count() == 3
+
+
+def _held_by_another_worker(webhook):
+    """The webhook's one slot (``max_in_flight=1``) taken by another worker's lease."""
+    ArticleFactory()
+    (taken,) = claim("another-worker", webhooks={webhook.pk: webhook}, blocked=set())
+    return taken.delivery.pk
+
+
+def _counting_claims(monkeypatch):
+    calls = []
+    real = claims.claim
+
+    def counted(*args, **kwargs):
+        calls.append(time.monotonic())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", counted)
+    return calls
+
+
+def test_a_run_that_finds_every_endpoint_full_looks_again_only_now_and_then(receiver, monkeypatch):
+    webhook = WebhookFactory(url=receiver.url, max_in_flight=1)
+    _held_by_another_worker(webhook)
+    ArticleFactory()  # pending: its endpoint has no room
+    calls = _counting_claims(monkeypatch)
+
+    started = time.monotonic()
+    engine.Run(budget=5, linger=0.45).run()
+
+    # A look every BLOCKED_LOOK_SECONDS (0.1 s), not every POLL_SECONDS (0.02 s); the run
+    # ends with a look made once it has lingered.
+    assert 3 <= len(calls) <= 9
+    assert calls[-1] - started >= 0.45
+    assert receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slot_another_worker_frees_is_seen_by_a_run_that_found_the_endpoint_full(
+    receiver, monkeypatch
+):
+    """Only a run's own requests unblock an endpoint at once; a slot freed by another
+    worker is seen at the run's next look, well before its next sweep."""
+    monkeypatch.setattr(tasks, "wake", lambda **kwargs: None)
+    monkeypatch.setattr(engine, "SWEEP_SECONDS", 60.0)  # only the run's first claim sweeps
+    webhook = WebhookFactory(url=receiver.url, max_in_flight=1)
+    held = _held_by_another_worker(webhook)
+    ArticleFactory()  # the run's first claim, a sweep, finds the endpoint full
+    calls = _counting_claims(monkeypatch)
+    run = engine.Run(budget=5, linger=3)
+
+    def work():
+        try:
+            run.run()
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not run.blocked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run.blocked == {webhook.pk}
+        ArticleFactory()  # what the run's probes look for while the endpoint is full
+        Delivery.objects.filter(pk=held).update(
+            status="succeeded", lease_token="", next_attempt_at=None
+        )
+        freed = time.time()
+        (request,) = receiver.wait_for(1, timeout=5)
+        assert request.received_at - freed < 1.0
+    finally:
+        worker.join(10)
+    assert len(calls) >= 2
 
 
 def test_once_a_full_endpoint_has_room_new_events_become_rows_leased_at_once():

@@ -119,6 +119,20 @@ def test_a_deep_queue_holds_back_the_webhooks_next_events(statements, slow):
     }
 
 
+def test_between_sweeps_events_only_a_held_full_webhook_is_owed_are_still_fanned_out(slow):
+    """A claim that finds every endpoint full leaves new events pending, as their rows
+    would be due rows, written twice; a held webhook gets no rows from a fan-out, so what
+    only it subscribes to is taken (owed) as before, and counted in its backlog."""
+    deepen(slow)
+    ArticleFactory.create_batch(2)
+
+    assert claim(webhooks={slow.pk: slow}, blocked=set(), sweep=False) == []
+
+    assert not Event.objects.filter(pending_fanout=True).exists()
+    assert len(events_of(slow)) == 9
+    assert len(owed_now()) == 2
+
+
 def test_only_an_endpoint_with_a_request_out_for_a_while_is_held_back(monkeypatch):
     monkeypatch.setattr(holds, "SLOW_SECONDS", 0.5)
     serial = WebhookFactory(max_in_flight=1)

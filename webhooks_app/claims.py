@@ -169,11 +169,6 @@ def claim(
                 for webhook_id, webhook in webhooks.items()
                 if webhook.is_active and webhook_id not in (blocked or ())
             }
-            if not only and any(webhook.is_active for webhook in webhooks.values()):
-                # Every endpoint the caller knows is full or rate-limited: new events would
-                # only become due rows (``_Claim._fan_out``). Nothing to do until one of the
-                # caller's requests ends (which unblocks its endpoint) or the next sweep.
-                return []
         if not rows_waiting(timezone.now(), using=using, webhooks=only):
             return []
     with transaction.atomic(using=using):
@@ -369,14 +364,24 @@ class _Claim:
             return allowance.room(lane, borrowing)
         return webhook.effective_max_in_flight - self.in_flight.get(webhook_id, (0, 0))[0]
 
-    def _every_known_webhook_full(self) -> bool:
-        """Has no active webhook this claim knows room for a first attempt now?"""
+    def _new_rows_would_all_wait(self) -> bool:
+        """Would every row a fan-out made now be due, to be leased by a second write later?
+        So when no webhook this claim knows has room for a first attempt (or this claim has
+        none left) and one of them is active and not held back: a held webhook gets no rows
+        from a fan-out at all (holds.py), so events owed to held webhooks alone still go."""
         active = [webhook for webhook in self.webhooks.values() if webhook.is_active]
-        return bool(active) and all(
+        if not active:
+            return False
+        if self._room_left(Lane.FIRST, borrowing=False) > 0 and not all(
             webhook.pk in self.exclude
             or self._room_at(webhook.pk, webhook, Lane.FIRST, borrowing=False) <= 0
             for webhook in active
-        )
+        ):
+            return False
+        if self.holds is None:
+            self.holds = holds.held(self.using)
+        held_back = {pk for pk, (_, until_batch) in self.holds.items() if until_batch is None}
+        return any(webhook.pk not in held_back for webhook in active)
 
     def _useful_rows(self, lane: str, borrowing: bool, unknown_slack: int | None = None) -> int:
         """About how many due rows this claim could take: the room left at the webhooks it
@@ -447,8 +452,7 @@ class _Claim:
         rows it created."""
         holds_new_rows = sql.supported(self.using)
         if self.capacity.total > 0 and holds_new_rows:
-            no_room = self._room_left(Lane.FIRST, borrowing=False) <= 0
-            if not self.sweep and (no_room or self._every_known_webhook_full()):
+            if not self.sweep and self._new_rows_would_all_wait():
                 # The events wait as events until an endpoint has room (their rows are then
                 # made leased: one write each) or the next sweep (for webhooks this claim
                 # does not know, and disabled ones' skipped rows). Made now they would be due

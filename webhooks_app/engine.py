@@ -55,6 +55,12 @@ POLL_SECONDS = 0.02
 # Claims read the queues of the webhooks a run knows; this often (and first) one reads every
 # due row, for rows of webhooks the run's copy does not know.
 SWEEP_SECONDS = 1.0
+# A run that found every endpoint it knows full or rate-limited looks again this often (and
+# at once when one of its own requests ends): a claim then would only count what is out and
+# leave new events pending (claims.py), while holding the claim lock the run that keeps
+# the endpoint busy needs. A slot freed elsewhere (another worker's request, a lease run
+# out) is seen within this time.
+BLOCKED_LOOK_SECONDS = 0.1
 # Outcomes are written when this many are waiting, or when the oldest has waited this long
 # (a row's slot at its endpoint is free again once its outcome is written, or, to the run
 # holding it, once its request has ended in a success: see claims.claim).
@@ -172,6 +178,8 @@ class Run:
         # Webhooks the last claim found full or rate-limited: probes between sweeps skip
         # them (a request of one that ends here frees a slot: it is taken out again).
         self.blocked: set[int] = set()
+        # When this run's last claim was made (monotonic time).
+        self.looked_at = -math.inf
         # django-q2 kills a task at Q_CLUSTER["timeout"]: claim nothing that could outlast it.
         self.must_end_by: datetime.datetime | None = None
         if Conf.TIMEOUT and not Conf.SYNC:
@@ -198,6 +206,10 @@ class Run:
                 idle_since = now
                 next_claim_at = now
             backing_off = now < self.claim_again_at
+            if claiming and now >= next_claim_at and self._all_blocked(now):
+                # Nothing a claim could take yet (BLOCKED_LOOK_SECONDS); a run that has
+                # lingered still ends only after a claim (below).
+                next_claim_at = now + POLL_SECONDS
             if (
                 claiming
                 and self._free() > 0
@@ -227,12 +239,8 @@ class Run:
                 if not claiming:
                     self.stopped_early = claims.rows_waiting(timezone.now(), using=self.using)
                     break
-                if (
-                    idle_since is not None
-                    and last_claim_at >= idle_since
-                    and time.monotonic() - idle_since >= self.linger
-                ):
-                    break
+                if idle_since is not None and last_claim_at >= idle_since + self.linger:
+                    break  # a claim made once the run had lingered found nothing either
             self._wait(next_claim_at if claiming else None)
         self._flush()
         return self.recorder.recorded
@@ -290,6 +298,16 @@ class Run:
 
     # --- claiming and sending ----------------------------------------------------------------
 
+    def _all_blocked(self, now: float) -> bool:
+        """Is every active webhook this run knows full or rate-limited, as its last claim
+        found, a moment ago (``BLOCKED_LOOK_SECONDS``), with no sweep and no write due?"""
+        if not self.blocked or len(self.recorder) or now - self.looked_at >= BLOCKED_LOOK_SECONDS:
+            return False
+        if now - self.last_sweep >= SWEEP_SECONDS:
+            return False
+        active = [webhook_id for webhook_id, webhook in self.webhooks.items() if webhook.is_active]
+        return bool(active) and all(webhook_id in self.blocked for webhook_id in active)
+
     def _free(self) -> int:
         return self.max_in_flight - len(self.in_flight) - settling_in_flight(excluding=self)
 
@@ -301,9 +319,10 @@ class Run:
             total=self._free(), retry=max(0, min(self._free(), self.retry_slots - retry_out))
         )
         batch = max(1, int(app_settings.BATCH_SIZE))
-        sweep = time.monotonic() - self.last_sweep >= SWEEP_SECONDS
+        self.looked_at = time.monotonic()
+        sweep = self.looked_at - self.last_sweep >= SWEEP_SECONDS
         if sweep:
-            self.last_sweep = time.monotonic()
+            self.last_sweep = self.looked_at
         try:
             claimed = claims.claim(
                 self.token,
