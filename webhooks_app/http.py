@@ -154,8 +154,8 @@ class _Connector(aiohttp.TCPConnector):
     trace objects and await each of its signals: ~25 µs a request of the sending thread's
     CPU (bench/http_clients.py's loop with and without one)."""
 
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        connection = await super().connect(req, traces, timeout)
+    async def connect(self, req: Any, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().connect(req, *args, **kwargs)
         phase = _current_phase.get(None)
         if phase is not None:
             phase.name = "waiting for the response"
