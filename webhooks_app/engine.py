@@ -58,8 +58,9 @@ SWEEP_SECONDS = 1.0
 # A run that found every endpoint it knows full or rate-limited looks again this often (and
 # at once when one of its own requests ends): a claim then would only count what is out and
 # leave new events pending (claims.py), while holding the claim lock the run that keeps
-# the endpoint busy needs. A slot freed elsewhere (another worker's request, a lease run
-# out) is seen within this time.
+# the endpoint busy needs. New events waiting on a slot freed elsewhere (another worker's
+# request, a lease run out) are taken within this time; the endpoint's due rows, which
+# probes between sweeps skip, at the next sweep.
 BLOCKED_LOOK_SECONDS = 0.1
 # Outcomes are written when this many are waiting, or when the oldest has waited this long
 # (a row's slot at its endpoint is free again once its outcome is written, or, to the run
@@ -241,7 +242,9 @@ class Run:
                     break
                 if idle_since is not None and last_claim_at >= idle_since + self.linger:
                     break  # a claim made once the run had lingered found nothing either
-            self._wait(next_claim_at if claiming else None)
+            # Not before a failed claim's pause ends: a past claim time would make the wait
+            # return at once, and the loop spin until then.
+            self._wait(max(next_claim_at, self.claim_again_at) if claiming else None)
         self._flush()
         return self.recorder.recorded
 
