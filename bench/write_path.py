@@ -11,8 +11,8 @@ under three configurations:
 * ``disabled``: ``WEBHOOKS["ENABLED"] = False`` (the receivers return at once);
 * ``enabled``: one active Webhook subscribed to everything: each save writes an Event
   (the outbox row) and wakes the workers after commit (coalesced: at most one message per
-  50 ms per process); an update also reads the stored row first, for ``previous`` and
-  ``changed_fields``;
+  50 ms per process); an update's ``previous`` and ``changed_fields`` come from what the
+  instance was saved with (no query);
 * ``no_subscriber``: enabled, but the only Webhook subscribes to another event: the cost of
   asking. (A disabled webhook still receives: its deliveries are kept as skipped.)
 
