@@ -152,7 +152,7 @@ class _Connector(aiohttp.TCPConnector):
 
     aiohttp's trace hooks said the same, but any trace config makes every request create its
     trace objects and await each of its signals: ~25 µs a request of the sending thread's
-    CPU (bench/http_clients.py's loop with and without one)."""
+    CPU (a loop of bare aiohttp requests with and without one; docs/benchmarks.md item 23)."""
 
     async def connect(self, req: Any, *args: Any, **kwargs: Any) -> Any:
         connection = await super().connect(req, *args, **kwargs)
