@@ -378,8 +378,7 @@ class _Claim:
             for webhook in active
         ):
             return False
-        if self.holds is None:
-            self.holds = holds.held(self.using)
+        assert self.holds is not None  # read by _release_held, earlier in the claim
         held_back = {pk for pk, (_, until_batch) in self.holds.items() if until_batch is None}
         return any(webhook.pk not in held_back for webhook in active)
 
